@@ -1,0 +1,69 @@
+"""The ``ant`` command line: a click group whose sub-commands all come from plugin hooks."""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+from ant import __version__
+from ant.errors import AntError, one_line
+
+
+class UserError(click.ClickException):
+    """An :class:`AntError` on its way out of click: one line on stderr, exit code 2."""
+
+    exit_code = AntError.exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.message}", err=True, file=file)
+
+
+class PluginGroup(click.Group):
+    """A group that adds the plugins' commands on first use and turns AntError into one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.providers: dict[str, str] = {}
+        self._loaded = False
+
+    def load_plugin_commands(self) -> None:
+        """Call every plugin's ``ant_register_commands`` hook once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        from ant.plugins.manager import add_commands, get_plugin_manager
+
+        try:
+            self.providers = add_commands(get_plugin_manager(), self)
+        except AntError as exc:
+            raise UserError(one_line(exc)) from None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self.load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AntError as exc:
+            raise UserError(one_line(exc)) from None
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="ant")
+def cli() -> None:
+    """ant: train diffusion models as multi-task learners over noise levels.
+
+    Timesteps are clustered into intervals and multi-task methods (Uncertainty Weighting,
+    PCGrad, Nash-MTL, ...) balance the clusters (Go et al., NeurIPS 2023).
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ant")

@@ -1,0 +1,57 @@
+"""``ant recipe show|validate`` and ``ant recipes``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ant.recipes.io import dump_recipe, list_recipes, load_recipe, recipe_description
+
+@click.group("recipe")
+def recipe_group() -> None:
+    """Inspect and check YAML recipes."""
+
+
+@recipe_group.command("show")
+@click.argument("recipe")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def show_command(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Print RECIPE fully resolved: bases merged, overrides applied, defaults filled in.
+
+    RECIPE is a file or the name of a shipped recipe; KEY=VALUE overrides follow it, with
+    dotted keys and YAML values (e.g. optim.lr=1e-4 train.steps=100).
+    """
+    click.echo(dump_recipe(load_recipe(recipe, overrides)), nl=False)
+
+
+@recipe_group.command("validate")
+@click.argument("recipe")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def validate_command(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE against the schema and the installed plugins (exit code 2 if invalid).
+
+    KEY=VALUE overrides follow RECIPE, as for `ant recipe show`.
+    """
+    resolved = load_recipe(recipe, overrides)
+    click.echo(f"{recipe}: valid (model {resolved.model.name}, method {resolved.method.name})")
+
+
+@click.command("recipes")
+@click.option("--paths", is_flag=True, help="Also show where each recipe file is.")
+def recipes_command(paths: bool) -> None:
+    """List the named recipes with a one-line description each."""
+    table = Table(title="ant recipes")
+    table.add_column("recipe")
+    table.add_column("description", overflow="fold")
+    if paths:
+        table.add_column("path", overflow="fold")
+    for name, path in list_recipes():
+        row = [name, recipe_description(path)]
+        if paths:
+            row.append(str(Path(path)))
+        table.add_row(*row)
+    Console().print(table)
+

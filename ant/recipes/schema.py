@@ -1,0 +1,135 @@
+"""The typed recipe schema: one section per part of a run, each with sensible defaults.
+
+Sections that select a plugin (``model``, ``clustering``, ``method``) also accept the options of
+the chosen component; those are checked against the component's own signature by
+:func:`ant.recipes.validate.check_plugins`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginSection(BaseModel):
+    """A section that selects a plugin component; extra keys are that component's options."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+class ModelConfig(PluginSection):
+    """The denoising network (a ``model`` plugin) and the shape of its input."""
+
+    name: str = Field("DiT-S/2", description="registered model name, see `ant plugins --kind model`")
+    input_size: int = Field(32, ge=1, description="spatial size of the (latent) input")
+    in_channels: int = Field(4, ge=1, description="channels of the (latent) input")
+    num_classes: int = Field(1000, ge=0, description="number of classes; 0 = unconditional")
+    class_dropout: float = Field(0.1, ge=0.0, le=1.0, description="label dropout for CFG")
+
+
+class DiffusionConfig(Section):
+    """The Gaussian diffusion process."""
+
+    timesteps: int = Field(1000, ge=2, description="number of diffusion steps T")
+    schedule: Literal["linear", "cosine"] = "linear"
+    prediction: Literal["eps", "v", "x0"] = "eps"
+    learn_sigma: bool = Field(True, description="learned variance with the hybrid loss")
+
+
+class DataConfig(Section):
+    """Where training samples come from and how they are streamed."""
+
+    shards: str | None = Field(None, description="shard directory, brace pattern or URL")
+    hflip: bool = False
+    resampled: bool = True
+    epoch_samples: int | None = Field(None, ge=1, description="samples per epoch (all ranks)")
+    shuffle_buffer: int = Field(1000, ge=0)
+    num_workers: int = Field(2, ge=0)
+    skip_corrupt: bool = False
+
+
+class ClusteringConfig(PluginSection):
+    """How the T timesteps are grouped into k task clusters (a clustering ``objective``)."""
+
+    objective: str = "uniform"
+    k: int = Field(5, ge=1, description="number of timestep clusters")
+    sampling: Literal["stratified", "uniform"] = "stratified"
+    affinity: str | None = Field(None, description="task-affinity matrix (.npy)")
+
+
+class MethodConfig(PluginSection):
+    """The multi-task or loss-weighting method across clusters (a ``method`` plugin)."""
+
+    name: str = "vanilla"
+
+
+class OptimConfig(Section):
+    """The optimizer of the model parameters."""
+
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = off")
+
+
+class TrainConfig(Section):
+    """The training loop."""
+
+    steps: int = Field(400_000, ge=1)
+    global_batch_size: int = Field(256, ge=1)
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    tf32: bool = True
+    compile: bool = False
+    ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
+    log_every: int = Field(100, ge=1)
+    ckpt_every: int = Field(10_000, ge=1)
+    sample_every: int | None = Field(None, ge=1)
+    run_dir: str | None = Field(None, description="default: runs/<recipe name>")
+
+
+class SampleConfig(Section):
+    """Sampling settings used by `ant sample` and periodic sample grids."""
+
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    steps: int = Field(250, ge=1)
+    eta: float = Field(0.0, ge=0.0)
+    cfg_scale: float = Field(1.0, ge=0.0)
+    num: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    """Evaluation settings used by `ant eval` and evaluations during training."""
+
+    metrics: list[str] = Field(default_factory=lambda: ["fid"])
+    num_samples: int = Field(50_000, ge=1)
+    ref: str | None = None
+    feature_extractor: str = "inception"
+    batch_size: int = Field(64, ge=1)
+    every: int | None = Field(None, ge=1)
+
+
+class Recipe(Section):
+    """A whole training recipe."""
+
+    name: str = Field("recipe", description="run name; defaults to the recipe file's stem")
+    description: str = ""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
