@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import pytest
@@ -47,7 +47,7 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both() -> None:
 
 
 class _Lazy:
-    calls: list[dict[str, Any]] = []
+    calls: ClassVar[list[dict[str, Any]]] = []
 
     @staticmethod
     def factory(size: int = 3) -> list[int]:

@@ -12,7 +12,17 @@ from hypothesis import strategies as st
 
 from ant.cli import cli
 
-SECTIONS = ["model", "diffusion", "data", "clustering", "method", "optim", "train", "sample", "eval"]
+SECTIONS = [
+    "model",
+    "diffusion",
+    "data",
+    "clustering",
+    "method",
+    "optim",
+    "train",
+    "sample",
+    "eval",
+]
 KEYS = ["name", "lr", "steps", "k", "objective", "shards", "base", "seed", "betas", "timesteps"]
 
 scalars = st.one_of(

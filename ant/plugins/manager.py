@@ -144,7 +144,7 @@ def collect(manager: AntPluginManager, kind: str) -> Registry:
     return registry
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def registry(kind: str) -> Registry:
     """The registry of ``kind`` from the process-wide manager (built on first use)."""
     return collect(get_plugin_manager(), kind)

@@ -86,9 +86,13 @@ class Registry:
     ) -> None:
         """Add a component; a name registered by two plugins is an error naming both."""
         if not isinstance(name, str) or not name:
-            raise AntError(f"plugin {plugin} registered a {self.kind} with an empty or non-string name")
+            raise AntError(
+                f"plugin {plugin} registered a {self.kind} with an empty or non-string name"
+            )
         if not callable(factory):
-            raise AntError(f"plugin {plugin} registered {self.kind} '{name}' with a non-callable factory")
+            raise AntError(
+                f"plugin {plugin} registered {self.kind} '{name}' with a non-callable factory"
+            )
         if name in self._entries:
             first = self._entries[name]
             raise AntError(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ant.recipes.io import dump_recipe, list_recipes, load_recipe, recipe_description
 
+
 @click.group("recipe")
 def recipe_group() -> None:
     """Inspect and check YAML recipes."""
@@ -54,4 +55,3 @@ def recipes_command(paths: bool) -> None:
             row.append(str(Path(path)))
         table.add_row(*row)
     Console().print(table)
-

@@ -27,7 +27,9 @@ class PluginSection(BaseModel):
 class ModelConfig(PluginSection):
     """The denoising network (a ``model`` plugin) and the shape of its input."""
 
-    name: str = Field("DiT-S/2", description="registered model name, see `ant plugins --kind model`")
+    name: str = Field(
+        "DiT-S/2", description="registered model name, see `ant plugins --kind model`"
+    )
     input_size: int = Field(32, ge=1, description="spatial size of the (latent) input")
     in_channels: int = Field(4, ge=1, description="channels of the (latent) input")
     num_classes: int = Field(1000, ge=0, description="number of classes; 0 = unconditional")

@@ -49,7 +49,9 @@ def check_options(
             choices = sorted(allowed | set(type(section).model_fields))
             guess = closest(option, choices)
             hint = f"did you mean '{guess}'?" if guess else f"valid keys: {', '.join(choices)}"
-            raise AntError(f"{source}: {path}: unknown option of {entry.kind} '{entry.name}'; {hint}")
+            raise AntError(
+                f"{source}: {path}: unknown option of {entry.kind} '{entry.name}'; {hint}"
+            )
         if option in hints:
             try:
                 extras[option] = pydantic.TypeAdapter(hints[option]).validate_python(value)

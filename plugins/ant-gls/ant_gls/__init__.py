@@ -31,7 +31,9 @@ class GeometricLossStrategy(LossMethod):
     def __init__(self, num_tasks: int, floor: float = 1e-12) -> None:
         super().__init__(num_tasks)
         self.floor = floor
-        self.register_buffer("_weights", torch.full((num_tasks,), 1.0 / num_tasks), persistent=False)
+        self.register_buffer(
+            "_weights", torch.full((num_tasks,), 1.0 / num_tasks), persistent=False
+        )
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
         total = geometric_mean_loss(losses, self.floor)
