@@ -30,6 +30,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ant.data.plugin",
     "ant.recipes.plugin",
     "ant.models.plugin",
+    "ant.training.plugin",
+    "ant.sampling.plugin",
 )
 
 # Component kind -> the hook that fills its registry.

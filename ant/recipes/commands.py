@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ant.recipes.io import dump_recipe, list_recipes, load_recipe, recipe_description
+from ant.recipes.loader import OVERRIDE_SETTINGS
 
 
 @click.group("recipe")
@@ -16,7 +17,7 @@ def recipe_group() -> None:
     """Inspect and check YAML recipes."""
 
 
-@recipe_group.command("show")
+@recipe_group.command("show", context_settings=OVERRIDE_SETTINGS)
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def show_command(recipe: str, overrides: tuple[str, ...]) -> None:
@@ -28,7 +29,7 @@ def show_command(recipe: str, overrides: tuple[str, ...]) -> None:
     click.echo(dump_recipe(load_recipe(recipe, overrides)), nl=False)
 
 
-@recipe_group.command("validate")
+@recipe_group.command("validate", context_settings=OVERRIDE_SETTINGS)
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def validate_command(recipe: str, overrides: tuple[str, ...]) -> None:

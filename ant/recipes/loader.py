@@ -16,6 +16,10 @@ from ant.recipes.schema import Recipe
 from ant.recipes.yaml_io import parse_value, parse_yaml
 
 COMMAND_LINE = "command line"
+
+# Commands that take KEY=VALUE overrides pass anything unrecognised on to them, so that a stray
+# argument gets the one-line override error instead of click's usage text.
+OVERRIDE_SETTINGS = {"ignore_unknown_options": True}
 KeyPath = tuple[str, ...]
 
 
@@ -90,6 +94,8 @@ def apply_overrides(raw: RawRecipe, overrides: Iterable[str]) -> None:
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
+        if item.startswith("-"):
+            raise AntError(f"unknown option '{item}'; see --help (overrides are KEY=VALUE)")
         if not sep or not key:
             raise AntError(f"override '{item}': expected KEY=VALUE, e.g. optim.lr=1e-4")
         parts = key.split(".")

@@ -106,6 +106,7 @@ class SampleConfig(Section):
     steps: int = Field(250, ge=1)
     eta: float = Field(0.0, ge=0.0)
     cfg_scale: float = Field(1.0, ge=0.0)
+    clip_x0: bool = Field(True, description="clip predicted x0 to [-1, 1]; off for latents")
     num: int = Field(64, ge=1)
     seed: int = 0
 

@@ -1,0 +1,1 @@
+"""Training: building parts from a recipe, the training step, checkpoints and the loop."""

@@ -1,0 +1,88 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ant.errors import AntError
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """``RUN_DIR/checkpoints/step-0000100.pt``."""
+    return run_dir / CHECKPOINT_DIR / f"step-{step:07d}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
+    """Write ``state`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder.
+
+    A crash at any point leaves either the previous file or the complete new one, never a
+    truncated checkpoint under the final name.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a bad file gives one line naming it."""
+    path = Path(path)
+    if path.is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise AntError(f"no checkpoint in {path}: expected {CHECKPOINT_DIR}/step-*.pt there")
+        path = latest
+    if not path.is_file():
+        raise AntError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AntError(
+            f"checkpoint {path} is corrupt or not an ant checkpoint ({first}); "
+            "use an earlier one from the same folder"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
+        raise AntError(f"{path} is not an ant checkpoint (no model weights and recipe in it)")
+    return state
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's checkpoints as (step, path), oldest first."""
+    folder = run_dir / CHECKPOINT_DIR if (run_dir / CHECKPOINT_DIR).is_dir() else run_dir
+    found = []
+    for path in folder.glob("step-*.pt"):
+        match = _NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint of a run directory, if any."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None

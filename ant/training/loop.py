@@ -1,0 +1,343 @@
+"""The training loop: a thin composition of the parts, with checkpoints, logs and resume."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ant.data.loader import ShardLoader, make_loader
+from ant.errors import AntError
+from ant.recipes import Recipe, write_resolved_recipe
+from ant.training.build import build_diffusion, build_intervals, build_method, build_model
+from ant.training.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ant.training.distributed import DistContext, barrier, init_distributed, shutdown
+from ant.training.ema import make_ema
+from ant.training.logbook import Logbook, truncate_metrics
+from ant.training.progress import TrainProgress
+from ant.training.rng import gather_rng_states, restore_rng_state
+from ant.training.samples import write_sample_grid
+from ant.training.step import StepOutput, TrainStep, unwrap
+from ant.training.timesteps import ClusterTable, check_stratified_batch
+
+CHECKPOINT_FORMAT = 1
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    """``train.run_dir`` if set, else ``runs/<recipe name>``."""
+    return Path(recipe.train.run_dir) if recipe.train.run_dir else Path("runs") / recipe.name
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag) -> Iterator[None]:
+    """Route SIGTERM and SIGINT to ``flag`` for the duration of training."""
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _optimizer(
+    recipe: Recipe, model: nn.Module, groups: list[dict[str, Any]], device: torch.device
+) -> torch.optim.Optimizer:
+    optim = recipe.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": params}, *groups],
+        lr=optim.lr,
+        betas=optim.betas,
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
+        fused=device.type == "cuda",
+    )
+
+
+def _check_recipe(recipe: Recipe, ctx: DistContext, sampling: str) -> int:
+    if recipe.data.shards is None:
+        raise AntError(
+            "data.shards is not set: pack data first (`ant data pack digits data/digits`) and "
+            "pass data.shards=data/digits"
+        )
+    if not recipe.data.resampled:
+        raise AntError(
+            "training streams resampled shards so every rank runs the same number of steps: "
+            "set data.resampled=true (non-resampled loading is for one exact pass)"
+        )
+    if recipe.train.global_batch_size % ctx.world_size != 0:
+        raise AntError(
+            f"train.global_batch_size ({recipe.train.global_batch_size}) must be divisible by "
+            f"the number of ranks ({ctx.world_size})"
+        )
+    local = recipe.train.global_batch_size // ctx.world_size
+    if sampling == "stratified":
+        check_stratified_batch(local, recipe.clustering.k)
+    return local
+
+
+def _record(
+    step: int,
+    out: StepOutput,
+    optimizer: torch.optim.Optimizer,
+    ctx: DistContext,
+    samples_per_s: float,
+) -> dict[str, Any]:
+    values = torch.cat([out.loss.reshape(1).float(), out.cluster_loss.float()])
+    if ctx.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.AVG)
+    host = values.tolist()
+    record: dict[str, Any] = {
+        "step": step,
+        "loss": host[0],
+        "cluster_loss": host[1:],
+        "cluster_weight": out.cluster_weight.float().tolist(),
+        "lr": optimizer.param_groups[0]["lr"],
+        "samples_per_s": samples_per_s,
+    }
+    if out.grad_norm is not None:
+        record["grad_norm"] = float(out.grad_norm)
+    return record
+
+
+def _stop_everywhere(flag: StopFlag, ctx: DistContext) -> bool:
+    if not ctx.distributed:
+        return flag.requested
+    requested = torch.tensor([1.0 if flag.requested else 0.0], device=ctx.device)
+    dist.all_reduce(requested, op=dist.ReduceOp.MAX)
+    return bool(requested.item() > 0)
+
+
+def _batches(loader: ShardLoader[Any], skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches, epoch after epoch, starting ``skip`` batches into the current epoch."""
+    while True:
+        for index, batch in enumerate(loader):
+            if index >= skip:
+                yield batch
+        skip = 0
+
+
+def train(
+    recipe: Recipe,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    show: bool = True,
+) -> Path:
+    """Train ``recipe`` in ``run_dir`` (one process, or every rank under torchrun)."""
+    ctx = init_distributed(device)
+    target = run_dir or default_run_dir(recipe)
+    try:
+        fit(recipe, target, ctx, resume=resume, show=show)
+    finally:
+        shutdown(ctx)
+    return target
+
+
+def fit(
+    recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool = False, show: bool = True
+) -> TrainStep:
+    """Train in ``run_dir`` within an initialised context; returns the trained parts."""
+    device = ctx.device
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise AntError(
+            f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
+            "or --run-dir for a new one"
+        )
+    if device.type == "cuda" and recipe.train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # Every rank builds the same initial weights (and EMA), then draws its own noise.
+    torch.manual_seed(recipe.train.seed)
+    model = build_model(recipe).to(device)
+    ema = make_ema(model)
+    intervals = build_intervals(recipe)
+    method = build_method(recipe, len(intervals)).to(device)
+    torch.manual_seed(recipe.train.seed * 1_000_003 + ctx.rank)
+    sampling = "uniform" if method.timestep_sampling == "uniform" else recipe.clustering.sampling
+    local_batch = _check_recipe(recipe, ctx, sampling)
+    optimizer = _optimizer(recipe, model, method.param_groups(), device)
+    step = TrainStep(
+        model=model,
+        ema=ema,
+        diffusion=build_diffusion(recipe),
+        method=method,
+        clusters=ClusterTable.from_intervals(intervals, device),
+        optimizer=optimizer,
+        ema_decay=recipe.train.ema_decay,
+        precision=recipe.train.precision,
+        grad_clip=recipe.optim.grad_clip,
+        sampling=sampling,
+        conditional=recipe.model.num_classes > 0,
+        world_size=ctx.world_size,
+    )
+
+    start = 0
+    if latest is not None:
+        state = load_checkpoint(latest, map_location=device)
+        start = _restore(state, step, ctx, latest)
+    elif resume and ctx.is_main:
+        print(f"no checkpoint in {run_dir}: starting a new run")
+
+    if ctx.distributed:
+        step.model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if recipe.train.compile:
+        step.model = torch.compile(step.model)  # type: ignore[assignment]
+
+    if ctx.is_main:
+        write_resolved_recipe(recipe, run_dir)
+        truncate_metrics(run_dir, start)
+    barrier(ctx)
+
+    loader = make_loader(
+        recipe.data.shards or "",
+        batch_size=local_batch,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=recipe.train.seed,
+        resampled=True,
+        epoch_samples=recipe.data.epoch_samples,
+        shuffle_buffer=recipe.data.shuffle_buffer,
+        hflip=recipe.data.hflip,
+        num_workers=recipe.data.num_workers,
+        skip_corrupt=recipe.data.skip_corrupt,
+    )
+    per_epoch = len(loader)
+    loader.epoch = start // per_epoch
+    batches = _batches(loader, start % per_epoch)
+
+    logbook = Logbook(run_dir, start) if ctx.is_main else None
+    flag = StopFlag()
+    total = recipe.train.steps
+    log_every = recipe.train.log_every
+    current = start
+    checked_labels = False
+    with stop_on_signals(flag), TrainProgress(total, start, enabled=show and ctx.is_main) as bar:
+        tick, tick_step = time.perf_counter(), current
+        while current < total:
+            x, y = next(batches)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if step.conditional and not checked_labels:
+                _check_labels(y, recipe)
+                checked_labels = True
+            current += 1
+            measure = current % log_every == 0
+            out = step(x, y, measure)
+            bar.advance()
+            if measure:
+                now = time.perf_counter()
+                rate = (current - tick_step) * recipe.train.global_batch_size / (now - tick)
+                record = _record(current, out, optimizer, ctx, rate)
+                tick, tick_step = now, current
+                if logbook is not None:
+                    logbook.log(record)
+                bar.show_loss(record["loss"])
+            stop = (
+                flag.requested if not ctx.distributed else (measure and _stop_everywhere(flag, ctx))
+            )
+            if stop or current % recipe.train.ckpt_every == 0 or current == total:
+                _save(step, recipe, intervals, current, run_dir, ctx)
+            if recipe.train.sample_every and current % recipe.train.sample_every == 0:
+                _grid(step.ema, recipe, run_dir, f"step-{current:07d}", ctx)
+            if stop:
+                if ctx.is_main:
+                    print(f"stopped by signal at step {current}; resume with --resume")
+                break
+    if current == total:
+        _grid(step.ema, recipe, run_dir, "final", ctx)
+    if logbook is not None:
+        logbook.close()
+    return step
+
+
+def _check_labels(y: torch.Tensor, recipe: Recipe) -> None:
+    low, high = int(y.min()), int(y.max())
+    if low < 0:
+        raise AntError(
+            f"the data in {recipe.data.shards} is unlabelled but model.num_classes is "
+            f"{recipe.model.num_classes}: set model.num_classes=0 for an unconditional model"
+        )
+    if high >= recipe.model.num_classes:
+        raise AntError(
+            f"the data has class {high} but model.num_classes is {recipe.model.num_classes}: "
+            f"set model.num_classes to at least {high + 1}"
+        )
+
+
+def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: DistContext) -> None:
+    if ctx.is_main:
+        write_sample_grid(ema, recipe, run_dir / "samples" / f"{name}.png", ctx.device)
+    barrier(ctx)
+
+
+def _save(
+    step: TrainStep,
+    recipe: Recipe,
+    intervals: list[tuple[int, int]],
+    current: int,
+    run_dir: Path,
+    ctx: DistContext,
+) -> None:
+    rng = gather_rng_states(ctx)
+    if ctx.is_main:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "recipe": recipe.model_dump(mode="json"),
+            "step": current,
+            "intervals": [list(i) for i in intervals],
+            "model": unwrap(step.model).state_dict(),
+            "ema": step.ema.state_dict(),
+            "optimizer": step.optimizer.state_dict(),
+            "method": step.method.state_dict(),
+            "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+            "rng": rng,
+        }
+        save_checkpoint(state, checkpoint_path(run_dir, current))
+    barrier(ctx)
+
+
+def _restore(state: dict[str, Any], step: TrainStep, ctx: DistContext, path: Path) -> int:
+    try:
+        step.model.load_state_dict(state["model"])
+        step.ema.load_state_dict(state["ema"])
+        step.method.load_state_dict(state["method"])
+        step.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise AntError(
+            f"checkpoint {path} does not fit this recipe ({first}); resume with the recipe it "
+            "was trained with (its copy is recipe.yaml in the run directory)"
+        ) from None
+    if step.scaler is not None and state.get("scaler") is not None:
+        step.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state.get("rng"), ctx)
+    return int(state["step"])

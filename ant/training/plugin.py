@@ -1,0 +1,13 @@
+"""Registers ``ant train`` through the plugin hook."""
+
+from __future__ import annotations
+
+import click
+
+from ant.plugins.hookspecs import hookimpl
+from ant.training.commands import train_command
+
+
+@hookimpl
+def ant_register_commands(cli: click.Group) -> None:
+    cli.add_command(train_command)

@@ -1,0 +1,39 @@
+"""Sample grids written during training, from the EMA weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ant.recipes import Recipe
+from ant.sampling.generate import generate
+from ant.sampling.images import save_grid
+from ant.training.build import build_diffusion
+
+
+def write_sample_grid(ema: nn.Module, recipe: Recipe, path: Path, device: torch.device) -> Path:
+    """Sample ``sample.num`` images with the recipe's sampler settings and save them as a grid.
+
+    Class-conditional models cycle through the classes, so the grid shows each class in turn.
+    """
+    settings = recipe.sample
+    images = generate(
+        ema,
+        build_diffusion(recipe),
+        num=settings.num,
+        labels=None,
+        sampler=settings.sampler,
+        steps=min(settings.steps, recipe.diffusion.timesteps),
+        eta=settings.eta,
+        cfg_scale=settings.cfg_scale,
+        seed=settings.seed,
+        device=device,
+        batch_size=settings.num,
+        clip_x0=settings.clip_x0,
+        progress=False,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(images, path)
+    return path
