@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ant.data.loader import ShardLoader, make_loader
 from ant.errors import AntError
 from ant.recipes import Recipe, write_resolved_recipe
-from ant.training.build import build_diffusion, build_intervals, build_method, build_model
+from ant.training.build import build_train_step
 from ant.training.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -26,13 +26,11 @@ from ant.training.checkpoint import (
     save_checkpoint,
 )
 from ant.training.distributed import DistContext, barrier, init_distributed, shutdown
-from ant.training.ema import make_ema
 from ant.training.logbook import Logbook, truncate_metrics
 from ant.training.progress import TrainProgress
 from ant.training.rng import gather_rng_states, restore_rng_state
 from ant.training.samples import write_sample_grid
 from ant.training.step import StepOutput, TrainStep, unwrap
-from ant.training.timesteps import ClusterTable, check_stratified_batch
 
 CHECKPOINT_FORMAT = 1
 
@@ -63,22 +61,7 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _optimizer(
-    recipe: Recipe, model: nn.Module, groups: list[dict[str, Any]], device: torch.device
-) -> torch.optim.Optimizer:
-    optim = recipe.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [{"params": params}, *groups],
-        lr=optim.lr,
-        betas=optim.betas,
-        eps=optim.eps,
-        weight_decay=optim.weight_decay,
-        fused=device.type == "cuda",
-    )
-
-
-def _check_recipe(recipe: Recipe, ctx: DistContext, sampling: str) -> int:
+def _check_data(recipe: Recipe) -> None:
     if recipe.data.shards is None:
         raise AntError(
             "data.shards is not set: pack data first (`ant data pack digits data/digits`) and "
@@ -89,15 +72,6 @@ def _check_recipe(recipe: Recipe, ctx: DistContext, sampling: str) -> int:
             "training streams resampled shards so every rank runs the same number of steps: "
             "set data.resampled=true (non-resampled loading is for one exact pass)"
         )
-    if recipe.train.global_batch_size % ctx.world_size != 0:
-        raise AntError(
-            f"train.global_batch_size ({recipe.train.global_batch_size}) must be divisible by "
-            f"the number of ranks ({ctx.world_size})"
-        )
-    local = recipe.train.global_batch_size // ctx.world_size
-    if sampling == "stratified":
-        check_stratified_batch(local, recipe.clustering.k)
-    return local
 
 
 def _record(
@@ -170,33 +144,10 @@ def fit(
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
             "or --run-dir for a new one"
         )
-    if device.type == "cuda" and recipe.train.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    # Every rank builds the same initial weights (and EMA), then draws its own noise.
-    torch.manual_seed(recipe.train.seed)
-    model = build_model(recipe).to(device)
-    ema = make_ema(model)
-    intervals = build_intervals(recipe)
-    method = build_method(recipe, len(intervals)).to(device)
-    torch.manual_seed(recipe.train.seed * 1_000_003 + ctx.rank)
-    sampling = "uniform" if method.timestep_sampling == "uniform" else recipe.clustering.sampling
-    local_batch = _check_recipe(recipe, ctx, sampling)
-    optimizer = _optimizer(recipe, model, method.param_groups(), device)
-    step = TrainStep(
-        model=model,
-        ema=ema,
-        diffusion=build_diffusion(recipe),
-        method=method,
-        clusters=ClusterTable.from_intervals(intervals, device),
-        optimizer=optimizer,
-        ema_decay=recipe.train.ema_decay,
-        precision=recipe.train.precision,
-        grad_clip=recipe.optim.grad_clip,
-        sampling=sampling,
-        conditional=recipe.model.num_classes > 0,
-        world_size=ctx.world_size,
-    )
+    _check_data(recipe)
+    step, intervals = build_train_step(recipe, ctx)
+    model = step.model
+    local_batch = recipe.train.global_batch_size // ctx.world_size
 
     start = 0
     if latest is not None:
@@ -256,7 +207,7 @@ def fit(
             if measure:
                 now = time.perf_counter()
                 rate = (current - tick_step) * recipe.train.global_batch_size / (now - tick)
-                record = _record(current, out, optimizer, ctx, rate)
+                record = _record(current, out, step.optimizer, ctx, rate)
                 tick, tick_step = now, current
                 if logbook is not None:
                     logbook.log(record)
