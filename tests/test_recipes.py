@@ -157,3 +157,29 @@ def test_cli_missing_recipe_exits_2() -> None:
     result = run_ant("recipe", "show", "no/such/recipe.yaml")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "recipe file not found", "ant recipes")
+
+
+@pytest.mark.parametrize("name", ["digits_dit", "digits_dit_vanilla", "dit_s2_imagenet"])
+def test_shipped_recipes_validate(name: str) -> None:
+    assert load_recipe(name).name == name
+
+
+def test_headline_recipe_matches_the_paper_settings() -> None:
+    recipe = load_recipe("dit_l2_imagenet")
+    assert (recipe.model.name, recipe.model.input_size, recipe.model.in_channels) == (
+        "DiT-L/2",
+        32,
+        4,
+    )
+    assert recipe.train.global_batch_size == 240 and recipe.train.steps == 400_000
+    assert recipe.optim.lr == 1e-4 and recipe.optim.weight_decay == 0.0
+    assert recipe.train.ema_decay == 0.9999 and recipe.train.ckpt_every == 10_000
+    assert recipe.diffusion.schedule == "cosine" and recipe.diffusion.learn_sigma
+    assert recipe.model.class_dropout == 0.1
+    assert (recipe.clustering.k, recipe.method.name, recipe.method.model_extra) == (
+        5,
+        "uw",
+        {"lr": 0.025},
+    )
+    assert (recipe.sample.steps, recipe.sample.cfg_scale) == (250, 1.5)
+    assert load_recipe("dit_xl2_imagenet").model.name == "DiT-XL/2"

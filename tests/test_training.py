@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ant.data.writer import write_array_shards
 from ant.errors import AntError
 from ant.recipes import Recipe, load_recipe
 from ant.training import checkpoint as ckpt
@@ -66,7 +67,7 @@ def test_run_directory_has_recipe_metrics_checkpoints_samples(
     assert [r["step"] for r in records] == list(range(1, 11))
     first = records[0]
     assert len(first["cluster_loss"]) == 5 and len(first["cluster_weight"]) == 5
-    assert {"loss", "lr", "grad_norm", "samples_per_s"} <= set(first)
+    assert {"loss", "objective", "lr", "grad_norm", "samples_per_s"} <= set(first)
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [5, 10]
     assert (run / "samples" / "final.png").is_file()
     assert list((run / "tensorboard").iterdir())
@@ -219,3 +220,37 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path, digits_shards: Path) -> None:
 def test_train_function_returns_the_run_dir(tmp_path: Path, digits_shards: Path) -> None:
     recipe = make_recipe(tmp_path, digits_shards, "train.steps=2", "sample.num=2")
     assert train(recipe, tmp_path / "r2", device="cpu", show=False) == tmp_path / "r2"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_run(tmp_path: Path, digits_shards: Path, precision: str) -> None:
+    recipe = make_recipe(
+        tmp_path, digits_shards, "train.steps=3", f"train.precision={precision}", "sample.num=2"
+    )
+    step = fit(recipe, tmp_path / "run", CPU_CTX, show=False)
+    assert (step.scaler is not None) == (precision == "fp16")
+    records = read_metrics(tmp_path / "run")
+    assert len(records) == 3 and all(r["loss"] == r["loss"] for r in records)
+
+
+def test_imagenet_recipe_trains_on_latent_shards_with_a_tiny_model(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    latents = [torch.randn(4, 8, 8, generator=generator).numpy() for _ in range(40)]
+    write_array_shards(latents, [i % 7 for i in range(40)], tmp_path / "latents", 20)
+    recipe = load_recipe(
+        "dit_l2_imagenet",
+        [
+            "model.name=DiT-Micro/2",
+            "model.input_size=8",
+            f"data.shards={tmp_path / 'latents'}",
+            "data.num_workers=0",
+            "train.steps=2",
+            "train.global_batch_size=10",
+            "train.precision=fp32",
+            "sample.num=3",
+            "sample.steps=3",
+        ],
+    )
+    fit(recipe, tmp_path / "run", CPU_CTX, show=False)
+    assert ckpt.load_checkpoint(tmp_path / "run")["step"] == 2
+    assert (tmp_path / "run" / "samples" / "final.npy").is_file()

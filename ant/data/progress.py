@@ -1,36 +1,18 @@
-"""A rich progress bar with ETA on stderr, shown only when stderr is a terminal."""
+"""Progress over the samples of a long pack."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from ant.progress import progress_bar
 
 T = TypeVar("T")
 
 
 def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
     """Yield ``items`` while advancing a progress bar of ``total`` steps (None: unknown)."""
-    console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+    progress = progress_bar()
     with progress:
         task = progress.add_task(description, total=total)
         for item in items:

@@ -16,7 +16,7 @@ from ant.errors import AntError
 
 # webdataset's pipe: streams fail with "<command args>: exit <status> (read) ...".
 _PIPE_STATUS = re.compile(r": exit (\d+) \((?:read|write)\)")
-SKIP_HINT = "set data.skip_corrupt=true (--skip-corrupt) to skip bad data"
+SKIP_HINT = "set data.skip_corrupt=true to skip bad data"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def write_resolved_recipe(recipe: Recipe, run_dir: str | Path) -> Path:
         raise AntError(f"cannot create run directory {directory}: {exc.strerror}") from None
     target = directory / RESOLVED_RECIPE
     fd, tmp = tempfile.mkstemp(prefix=".recipe-", suffix=".yaml", dir=directory)
+    os.fchmod(fd, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(dump_recipe(recipe))

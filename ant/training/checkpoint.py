@@ -31,6 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)

@@ -81,14 +81,17 @@ def _record(
     ctx: DistContext,
     samples_per_s: float,
 ) -> dict[str, Any]:
-    values = torch.cat([out.loss.reshape(1).float(), out.cluster_loss.float()])
+    values = torch.cat(
+        [out.loss.reshape(1).float(), out.objective.reshape(1).float(), out.cluster_loss.float()]
+    )
     if ctx.distributed:
         dist.all_reduce(values, op=dist.ReduceOp.AVG)
     host = values.tolist()
     record: dict[str, Any] = {
         "step": step,
         "loss": host[0],
-        "cluster_loss": host[1:],
+        "objective": host[1],
+        "cluster_loss": host[2:],
         "cluster_weight": out.cluster_weight.float().tolist(),
         "lr": optimizer.param_groups[0]["lr"],
         "samples_per_s": samples_per_s,

@@ -1,36 +1,19 @@
-"""The training progress bar: steps, rate, elapsed time, ETA and the latest logged loss."""
+"""The training progress bar: steps, elapsed time, ETA and the latest logged loss."""
 
 from __future__ import annotations
 
 from types import TracebackType
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TextColumn
+
+from ant.progress import progress_bar
 
 
 class TrainProgress:
-    """A rich progress bar on stderr (a no-op when disabled, e.g. on ranks other than 0)."""
+    """A progress bar on stderr (hidden when disabled, e.g. on ranks other than 0)."""
 
     def __init__(self, total: int, start: int, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
+        self._progress = progress_bar(enabled, [TextColumn("{task.fields[loss]}")])
         self._task = self._progress.add_task("train", total=total, completed=start, loss="")
 
     def __enter__(self) -> TrainProgress:

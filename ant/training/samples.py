@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from ant.recipes import Recipe
+from ant.sampling.arrays import save_array
 from ant.sampling.generate import generate
-from ant.sampling.images import save_grid
+from ant.sampling.images import IMAGE_CHANNELS, save_grid
 from ant.training.build import build_diffusion
 
 
@@ -17,6 +18,7 @@ def write_sample_grid(ema: nn.Module, recipe: Recipe, path: Path, device: torch.
     """Sample ``sample.num`` images with the recipe's sampler settings and save them as a grid.
 
     Class-conditional models cycle through the classes, so the grid shows each class in turn.
+    Samples that are not images (latents) are saved as a ``.npy`` array next to ``path``.
     """
     settings = recipe.sample
     images = generate(
@@ -35,5 +37,7 @@ def write_sample_grid(ema: nn.Module, recipe: Recipe, path: Path, device: torch.
         progress=False,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    if images.shape[1] not in IMAGE_CHANNELS:
+        return save_array(images, path.with_suffix(".npy"))
     save_grid(images, path)
     return path

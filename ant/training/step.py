@@ -30,9 +30,14 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class StepOutput:
-    """What one step produced, as device tensors (read them only when logging)."""
+    """What one step produced, as device tensors (read them only when logging).
+
+    ``loss`` is the plain mean of the per-sample training loss, comparable across methods;
+    ``objective`` is what the method back-propagated (e.g. the UW objective, which can be < 0).
+    """
 
     loss: torch.Tensor
+    objective: torch.Tensor
     cluster_loss: torch.Tensor
     cluster_weight: torch.Tensor
     grad_norm: torch.Tensor | None
@@ -115,7 +120,8 @@ class TrainStep:
             self.optimizer.step()
         update_ema(self.ema, unwrap(self.model), self.ema_decay)
         return StepOutput(
-            loss=total.detach(),
+            loss=losses.loss.detach().mean(),
+            objective=total.detach(),
             cluster_loss=cluster_means(losses.loss, cluster, k),
             cluster_weight=self.method.task_weights(),
             grad_norm=grad_norm,
