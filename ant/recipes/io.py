@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ant.atomic import atomic_write
 from ant.errors import AntError
 from ant.recipes.loader import build_recipe, load_raw, recipe_dirs
 from ant.recipes.schema import Recipe
@@ -42,17 +41,8 @@ def write_resolved_recipe(recipe: Recipe, run_dir: str | Path) -> Path:
     except OSError as exc:
         raise AntError(f"cannot create run directory {directory}: {exc.strerror}") from None
     target = directory / RESOLVED_RECIPE
-    fd, tmp = tempfile.mkstemp(prefix=".recipe-", suffix=".yaml", dir=directory)
-    os.fchmod(fd, 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_recipe(recipe))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, text=True) as handle:
+        handle.write(dump_recipe(recipe))
     return target
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ant.sampling.files import atomic_path, file_indices, sample_path
+from ant.atomic import atomic_write
+from ant.sampling.files import file_indices, sample_path
 
 
 def save_array(x: torch.Tensor, path: Path) -> Path:
     """Write ``x`` (e.g. samples ``[N, C, H, W]``) as one float32 ``.npy`` file, atomically."""
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+    with atomic_write(path) as handle:
         np.save(handle, x.detach().float().cpu().numpy())
     return path
 

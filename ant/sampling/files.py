@@ -1,10 +1,8 @@
-"""Per-sample output files: their names, and writes that never leave a partial file behind."""
+"""Per-sample output files: their names, and the sample indices a file list stands for."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 SAMPLE_PREFIX = "sample-"
@@ -22,19 +20,3 @@ def file_indices(count: int, indices: int | Sequence[int]) -> list[int]:
     if len(indices) != count:
         raise ValueError(f"{count} samples but {len(indices)} file indices")
     return [int(index) for index in indices]
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write; renamed to ``path`` once the block succeeds.
-
-    An interrupted write leaves no file under the final name, so a resumed run that skips
-    existing files never keeps a truncated one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

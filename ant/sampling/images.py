@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ant.atomic import atomic_write
 from ant.errors import AntError
-from ant.sampling.files import atomic_path, file_indices, sample_path
+from ant.sampling.files import file_indices, sample_path
 
 IMAGE_CHANNELS = (1, 3)
 MIN_CELL = 32
@@ -85,5 +86,5 @@ def save_images(x: torch.Tensor, folder: Path, indices: int | Sequence[int] = 0)
 def _write_png(image: np.ndarray, path: Path) -> None:
     """Write an ``[H, W, C]`` uint8 array (C = 1 grey, 3 RGB) as a PNG, atomically."""
     picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
+    with atomic_write(path) as handle:
+        picture.save(handle, format="PNG")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ant.atomic import atomic_write
 from ant.errors import AntError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -24,28 +23,13 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write ``state`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder.
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync the folder).
 
     A crash at any point leaves either the previous file or the complete new one, never a
     truncated checkpoint under the final name.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
     return path
 
 
