@@ -12,7 +12,7 @@ from ant.cli import cli
 from ant.errors import AntError
 from ant.recipes import dump_recipe, load_recipe, write_resolved_recipe
 from ant.recipes.yaml_io import parse_value
-from ant.training.build import build_method
+from ant.training.build import build_diffusion, build_method
 
 from .helpers import assert_one_line_error, run_ant
 
@@ -178,7 +178,7 @@ def test_headline_recipe_matches_the_paper_settings() -> None:
     assert recipe.diffusion.schedule == "cosine" and recipe.diffusion.learn_sigma
     assert recipe.model.class_dropout == 0.1
     assert (recipe.clustering.k, recipe.method.name) == (5, "uw")
-    (group,) = build_method(recipe, recipe.clustering.k).param_groups()
+    (group,) = build_method(recipe, recipe.clustering.k, build_diffusion(recipe))[0].param_groups()
     assert group["lr"] == 0.025 and group["weight_decay"] == 0.0
     assert (recipe.sample.steps, recipe.sample.cfg_scale) == (250, 1.5)
     assert load_recipe("dit_xl2_imagenet").model.name == "DiT-XL/2"

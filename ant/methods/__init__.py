@@ -1,5 +1,5 @@
-"""Multi-task methods across timestep clusters and loss-weighting baselines."""
+"""Multi-task methods across timestep clusters and per-timestep loss weightings."""
 
-from ant.methods.base import LossMethod
+from ant.methods.base import GradientMethod, LossMethod, Method, TimestepWeighting
 
-__all__ = ["LossMethod"]
+__all__ = ["GradientMethod", "LossMethod", "Method", "TimestepWeighting"]

@@ -1,38 +1,76 @@
-"""The interface of loss-based multi-task methods (the LibMTL weighting pattern)."""
+"""The method interface: how a multi-task method turns k per-cluster losses into an update.
+
+ANT (Go et al. 2023, Sec. 4.2) treats the k timestep clusters as tasks and applies a multi-task
+method across them. Methods come in three kinds, all built by ``method`` plugins:
+
+* :class:`LossMethod` (Uncertainty Weighting, DWA, RLW, FAMO): ``combine`` maps the per-cluster
+  losses ``l`` (shape ``[k]``) to the scalar that is back-propagated once (the LibMTL weighting
+  pattern).
+* :class:`GradientMethod` (PCGrad, CAGrad, IMTL-G, Nash-MTL): ``combine_grads`` maps the k
+  per-cluster gradients ``G`` (shape ``[k, P]``, row i the gradient of ``l_i / k`` over all P
+  model parameters, so ``G.sum(0)`` is the vanilla gradient) to the update direction.
+  ``wants_grads(step)`` says on which steps it needs them; on the others the trainer calls
+  ``combine`` like for a loss method (Nash-MTL reuses its weights between solves).
+* :class:`TimestepWeighting` (Min-SNR, P2, debiased, EDM2 uncertainty): reweights each sample's
+  denoising loss by its noise level before the losses are grouped into clusters. It composes
+  with a cluster method (``weighting:`` in a recipe, e.g. Min-SNR inside clusters and UW across),
+  or serves alone as ``method.name`` (then clusters are averaged plainly).
+
+Checkpoints hold ``state_dict()``: learnable parameters, buffers and ``get_extra_state`` (host
+state such as step counters and solver statistics). Under DDP every rank must apply the same
+update: the trainer averages the methods' own gradients and, for gradient methods, the
+per-cluster gradients over ranks; methods that set ``observes_losses`` receive per-cluster losses
+averaged over ranks in ``observe``; methods that draw random numbers use a generator seeded the
+same on every rank.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from ant.diffusion import GaussianDiffusion
 
-class LossMethod(nn.Module):
-    """Combine the k per-cluster losses of a batch into the scalar to back-propagate.
 
-    Subclasses implement :meth:`combine` and :meth:`task_weights`. Learnable parameters of the
-    method (as in Uncertainty Weighting) are ordinary module parameters, so they are saved with
-    ``state_dict`` and trained by the optimizer groups that :meth:`param_groups` returns.
+class Method(nn.Module):
+    """What every cluster method has: the task count, logged weights and its own parameters.
+
     ``timestep_sampling`` tells the trainer how to draw timesteps: ``stratified`` (chunk i of the
-    local batch draws t inside cluster i) or ``uniform`` (plain uniform t).
+    local batch draws t inside cluster i) or ``uniform`` (plain uniform t). ``max_grad_norm``, if
+    set, clips the model's gradient norm on top of ``optim.grad_clip`` (the smaller applies).
     """
 
     timestep_sampling: ClassVar[Literal["stratified", "uniform"]] = "stratified"
+    needs_task_grads: ClassVar[bool] = False
+    observes_losses: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be at least 1, got {num_tasks}")
         self.num_tasks = num_tasks
+        self.max_grad_norm: float | None = None
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:
-        """The training loss from per-cluster mean losses ``losses`` of shape ``[k]``."""
+        """The scalar to back-propagate from the per-cluster losses ``losses`` (shape ``[k]``)."""
         raise NotImplementedError
 
     def task_weights(self) -> torch.Tensor:
-        """The current weight of each cluster's loss (shape ``[k]``), for logging."""
-        raise NotImplementedError
+        """The current weight of each cluster (shape ``[k]``), for logging."""
+        return torch.full((self.num_tasks,), 1.0 / self.num_tasks)
+
+    def observe(self, losses: torch.Tensor) -> None:
+        """Called after each update with the step's per-cluster losses (detached, rank-averaged).
+
+        Only called for methods that set ``observes_losses``; the default does nothing.
+        """
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Extra scalars to log (e.g. solver failures), as tensors; read only when logging."""
+        return {}
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups for the method's own parameters (none by default)."""
@@ -40,3 +78,65 @@ class LossMethod(nn.Module):
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         return self.combine(losses)
+
+
+class LossMethod(Method):
+    """A method that only needs the k per-cluster losses: one backward pass per step."""
+
+
+class GradientMethod(Method):
+    """A method that combines the k per-cluster gradients into the update direction.
+
+    ``combine_grads`` receives ``G`` of shape ``[k, P]`` (row i the gradient of ``l_i / k``,
+    already averaged over ranks) and the per-cluster losses, and returns the direction ``[P]``
+    that the optimizer treats as the gradient. It must be deterministic given its state, so
+    that every rank computes the same direction.
+    """
+
+    needs_task_grads = True
+
+    def wants_grads(self, step: int) -> bool:
+        """Whether step ``step`` (1-based) needs the per-cluster gradients (default: always)."""
+        return True
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        """The loss on steps without per-cluster gradients: the plain mean by default."""
+        return losses.mean()
+
+    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """The update direction ``[P]`` from per-cluster gradients ``grads`` ``[k, P]``."""
+        raise NotImplementedError
+
+
+class TimestepWeighting(nn.Module):
+    """A per-sample reweighting of the denoising loss by noise level.
+
+    ``bind`` is called once with the diffusion process so that weights can be tabulated per
+    timestep; ``weigh(mse, t)`` returns the reweighted per-sample loss (shape ``[B]``). It is
+    applied to the denoising (mean) term only; the variance term of the hybrid loss of a
+    learned-sigma model is added unweighted.
+    """
+
+    timestep_sampling: ClassVar[Literal["stratified", "uniform"]] = "uniform"
+
+    def __init__(self, num_tasks: int = 1) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+
+    def bind(self, diffusion: GaussianDiffusion) -> None:
+        """Prepare for ``diffusion`` (its schedule and prediction type)."""
+
+    def weigh(self, mse: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The reweighted per-sample denoising loss."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Extra scalars to log, as tensors."""
+        return {}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for the weighting's own parameters (none by default)."""
+        return []
+
+    def forward(self, mse: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.weigh(mse, t)

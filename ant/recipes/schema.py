@@ -1,7 +1,7 @@
 """The typed recipe schema: one section per part of a run, each with sensible defaults.
 
-Sections that select a plugin (``model``, ``clustering``, ``method``) also accept the options of
-the chosen component; those are checked against the component's own signature by
+Sections that select a plugin (``model``, ``clustering``, ``method``, ``weighting``) also accept
+the options of the chosen component; those are checked against the component's own signature by
 :func:`ant.recipes.validate.check_plugins`.
 """
 
@@ -72,6 +72,16 @@ class MethodConfig(PluginSection):
     name: str = "vanilla"
 
 
+class WeightingConfig(PluginSection):
+    """A per-timestep loss weighting inside the clusters (a timestep-weighting ``method``).
+
+    ``none`` leaves the denoising loss unweighted; e.g. ``name: minsnr`` with ``method.name: uw``
+    is Min-SNR inside clusters and Uncertainty Weighting across them.
+    """
+
+    name: str = "none"
+
+
 class OptimConfig(Section):
     """The optimizer of the model parameters."""
 
@@ -97,6 +107,12 @@ class TrainConfig(Section):
     ckpt_every: int = Field(10_000, ge=1)
     sample_every: int | None = Field(None, ge=1)
     run_dir: str | None = Field(None, description="default: runs/<recipe name>")
+    task_grads: Literal["vmap", "backward"] = Field(
+        "vmap", description="per-cluster gradients for gradient methods: one vmap pass or k passes"
+    )
+    timestep_range: tuple[int, int] | None = Field(
+        None, description="train only on timesteps a..b (inclusive), for interval-specific models"
+    )
 
 
 class SampleConfig(Section):
@@ -132,6 +148,7 @@ class Recipe(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)

@@ -77,3 +77,6 @@ def check_plugins(recipe: Recipe, raw: RawRecipe) -> None:
     check_options(objective, recipe.clustering, "clustering", raw, INJECTED["objective"])
     method = _entry("method", recipe.method.name, "method.name", raw)
     check_options(method, recipe.method, "method", raw, INJECTED["method"])
+    if recipe.weighting.name != "none":
+        weighting = _entry("method", recipe.weighting.name, "weighting.name", raw)
+        check_options(weighting, recipe.weighting, "weighting", raw, INJECTED["method"])

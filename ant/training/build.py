@@ -8,9 +8,11 @@ from torch import nn
 from ant.clustering import Interval, validate_intervals
 from ant.diffusion import GaussianDiffusion
 from ant.errors import AntError
-from ant.methods import LossMethod
+from ant.methods import GradientMethod, Method, TimestepWeighting
+from ant.methods.vanilla import Vanilla
 from ant.plugins import registry
 from ant.recipes import Recipe
+from ant.recipes.schema import MethodConfig, WeightingConfig
 from ant.training.distributed import DistContext
 from ant.training.ema import make_ema
 from ant.training.step import TrainStep
@@ -59,26 +61,72 @@ def build_intervals(recipe: Recipe) -> list[Interval]:
     return intervals
 
 
-def build_method(recipe: Recipe, num_tasks: int) -> LossMethod:
-    """The multi-task method of the recipe across ``num_tasks`` clusters."""
-    options = dict(recipe.method.model_extra or {})
-    method = registry("method").build(recipe.method.name, num_tasks=num_tasks, **options)
-    if not isinstance(method, LossMethod):
+def _build_component(
+    section: MethodConfig | WeightingConfig, key: str, num_tasks: int
+) -> Method | TimestepWeighting:
+    options = dict(section.model_extra or {})
+    try:
+        component = registry("method").build(section.name, num_tasks=num_tasks, **options)
+    except ValueError as exc:
+        raise AntError(f"{key} '{section.name}': {exc}") from None
+    if not isinstance(component, Method | TimestepWeighting):
         raise AntError(
-            f"method '{recipe.method.name}' built a {type(method).__name__}, not an "
-            "ant.methods.LossMethod; the plugin providing it is incompatible with this ant"
+            f"{key} '{section.name}' built a {type(component).__name__}, not an "
+            "ant.methods.Method or TimestepWeighting; the plugin providing it is incompatible "
+            "with this ant"
         )
-    return method
+    return component
+
+
+def build_method(
+    recipe: Recipe, num_tasks: int, diffusion: GaussianDiffusion
+) -> tuple[Method, TimestepWeighting | None]:
+    """The cluster method and the per-timestep weighting inside clusters (if any).
+
+    A timestep weighting named as ``method.name`` (``minsnr``) means plain averaging across
+    clusters with that weighting; ``weighting.name`` composes one with any cluster method.
+    """
+    method = _build_component(recipe.method, "method", num_tasks)
+    weighting: TimestepWeighting | None = None
+    if recipe.weighting.name != "none":
+        component = _build_component(recipe.weighting, "weighting", num_tasks)
+        if not isinstance(component, TimestepWeighting):
+            raise AntError(
+                f"weighting '{recipe.weighting.name}' is a cluster method, not a timestep "
+                "weighting: set it as method.name (see `ant plugins --kind method`)"
+            )
+        weighting = component
+    if isinstance(method, TimestepWeighting):
+        if weighting is not None:
+            raise AntError(
+                f"method '{recipe.method.name}' and weighting '{recipe.weighting.name}' are both "
+                "timestep weightings: pick one, or use a cluster method as method.name"
+            )
+        weighting, method = method, Vanilla(num_tasks)
+    assert isinstance(method, Method)
+    if weighting is not None:
+        weighting.bind(diffusion)
+        if isinstance(method, GradientMethod) and any(True for _ in weighting.parameters()):
+            raise AntError(
+                f"weighting '{recipe.weighting.name}' learns its weights by back-propagation, "
+                f"which gradient method '{recipe.method.name}' bypasses: combine it with a "
+                "loss-based method (uw, vanilla, famo, dwa, rlw)"
+            )
+    return method, weighting
 
 
 def build_optimizer(
-    recipe: Recipe, model: nn.Module, method: LossMethod, device: torch.device
+    recipe: Recipe,
+    model: nn.Module,
+    parts: list[Method | TimestepWeighting],
+    device: torch.device,
 ) -> torch.optim.Optimizer:
-    """AdamW over the model's trainable parameters plus the method's own parameter groups."""
+    """AdamW over the model's trainable parameters plus the parts' own parameter groups."""
     optim = recipe.optim
     params = [p for p in model.parameters() if p.requires_grad]
+    groups = [group for part in parts for group in part.param_groups()]
     return torch.optim.AdamW(
-        [{"params": params}, *method.param_groups()],
+        [{"params": params}, *groups],
         lr=optim.lr,
         betas=optim.betas,
         eps=optim.eps,
@@ -87,9 +135,42 @@ def build_optimizer(
     )
 
 
-def timestep_sampling(recipe: Recipe, method: LossMethod) -> str:
+def timestep_sampling(recipe: Recipe, method: Method) -> str:
     """``uniform`` for methods that ask for it (vanilla), else ``clustering.sampling``."""
     return "uniform" if method.timestep_sampling == "uniform" else recipe.clustering.sampling
+
+
+def _check_task_grads(recipe: Recipe, method: Method, sampling: str) -> None:
+    if isinstance(method, GradientMethod) and recipe.train.task_grads == "vmap":
+        if sampling != "stratified":
+            raise AntError(
+                f"method '{recipe.method.name}' with train.task_grads=vmap needs stratified "
+                "timestep sampling (one batch chunk per cluster): set clustering.sampling="
+                "stratified, or train.task_grads=backward"
+            )
+        if recipe.train.compile:
+            raise AntError(
+                "train.compile does not apply to the vmap per-cluster gradients of method "
+                f"'{recipe.method.name}': set train.compile=false or train.task_grads=backward"
+            )
+
+
+def _timestep_range(recipe: Recipe, sampling: str) -> tuple[int, int] | None:
+    span = recipe.train.timestep_range
+    if span is None:
+        return None
+    low, high = span
+    if not 0 <= low <= high < recipe.diffusion.timesteps:
+        raise AntError(
+            f"train.timestep_range {list(span)} must satisfy 0 <= a <= b < diffusion.timesteps "
+            f"({recipe.diffusion.timesteps})"
+        )
+    if sampling != "uniform":
+        raise AntError(
+            "train.timestep_range trains one interval-specific model: use it with "
+            f"method.name=vanilla (or a timestep weighting), not '{recipe.method.name}'"
+        )
+    return low, high
 
 
 def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, list[Interval]]:
@@ -111,23 +192,32 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, list[
     model = build_model(recipe).to(device)
     ema = make_ema(model)
     intervals = build_intervals(recipe)
-    method = build_method(recipe, len(intervals)).to(device)
+    diffusion = build_diffusion(recipe)
+    method, weighting = build_method(recipe, len(intervals), diffusion)
+    method.to(device)
+    parts: list[Method | TimestepWeighting] = [method]
+    if weighting is not None:
+        parts.append(weighting.to(device))
     torch.manual_seed(recipe.train.seed * 1_000_003 + ctx.rank)
     sampling = timestep_sampling(recipe, method)
     if sampling == "stratified":
         check_stratified_batch(recipe.train.global_batch_size // ctx.world_size, len(intervals))
+    _check_task_grads(recipe, method, sampling)
     step = TrainStep(
         model=model,
         ema=ema,
-        diffusion=build_diffusion(recipe),
+        diffusion=diffusion,
         method=method,
         clusters=ClusterTable.from_intervals(intervals, device),
-        optimizer=build_optimizer(recipe, model, method, device),
+        optimizer=build_optimizer(recipe, model, parts, device),
         ema_decay=recipe.train.ema_decay,
         precision=recipe.train.precision,
         grad_clip=recipe.optim.grad_clip,
         sampling=sampling,
         conditional=recipe.model.num_classes > 0,
         world_size=ctx.world_size,
+        weighting=weighting,
+        task_grads=recipe.train.task_grads,
+        timestep_range=_timestep_range(recipe, sampling),
     )
     return step, intervals

@@ -98,6 +98,8 @@ def _record(
     }
     if out.grad_norm is not None:
         record["grad_norm"] = float(out.grad_norm)
+    for key, value in out.extra.items():
+        record[key] = value.float().tolist() if value.numel() > 1 else float(value)
     return record
 
 
@@ -272,6 +274,7 @@ def _save(
             "ema": step.ema.state_dict(),
             "optimizer": step.optimizer.state_dict(),
             "method": step.method.state_dict(),
+            "weighting": step.weighting.state_dict() if step.weighting is not None else None,
             "scaler": step.scaler.state_dict() if step.scaler is not None else None,
             "rng": rng,
         }
@@ -284,6 +287,8 @@ def _restore(state: dict[str, Any], step: TrainStep, ctx: DistContext, path: Pat
         step.model.load_state_dict(state["model"])
         step.ema.load_state_dict(state["ema"])
         step.method.load_state_dict(state["method"])
+        if step.weighting is not None:
+            step.weighting.load_state_dict(state.get("weighting") or {})
         step.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0]
@@ -294,4 +299,5 @@ def _restore(state: dict[str, Any], step: TrainStep, ctx: DistContext, path: Pat
     if step.scaler is not None and state.get("scaler") is not None:
         step.scaler.load_state_dict(state["scaler"])
     restore_rng_state(state.get("rng"), ctx)
-    return int(state["step"])
+    step.steps_done = int(state["step"])
+    return step.steps_done

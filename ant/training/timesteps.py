@@ -55,10 +55,15 @@ def stratified_timesteps(table: ClusterTable, batch: int) -> tuple[torch.Tensor,
 
 
 def uniform_timesteps(
-    table: ClusterTable, num_timesteps: int, batch: int
+    table: ClusterTable, num_timesteps: int, batch: int, span: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Timesteps ``[B]`` uniform in ``0..T-1``, and the cluster each falls in."""
-    t = torch.randint(0, num_timesteps, (batch,), device=table.starts.device)
+    """Timesteps ``[B]`` uniform in ``0..T-1`` (or in the inclusive ``span``), and their clusters.
+
+    A ``span`` trains an interval-specific model (``train.timestep_range``), as for the negative
+    transfer gap of ANT (Go et al. 2023, Sec. 3).
+    """
+    low, high = span if span is not None else (0, num_timesteps - 1)
+    t = torch.randint(low, high + 1, (batch,), device=table.starts.device)
     return t, torch.bucketize(t, table.ends)
 
 
