@@ -19,14 +19,15 @@ import time
 
 import torch
 
+from ant.plugins import registry
 from ant.recipes import load_recipe
 from ant.training.build import build_train_step
 from ant.training.distributed import DistContext, pick_device
 from ant.training.step import TrainStep
 
 
-def parse_args() -> argparse.Namespace:
-    """The command-line options."""
+def parse_args(default_methods: str = "vanilla,uw") -> argparse.Namespace:
+    """The command-line options; ``--methods all`` means every registered method."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="DiT-T/2")
     parser.add_argument("--input-size", type=int, default=8)
@@ -34,7 +35,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=100, help="global batch (default 100)")
     parser.add_argument("--k", type=int, default=5, help="timestep clusters (default 5)")
-    parser.add_argument("--methods", default="vanilla,uw", help="comma-separated method names")
+    parser.add_argument(
+        "--methods", default=default_methods, help="comma-separated method names, or all"
+    )
+    parser.add_argument(
+        "--task-grads", choices=["vmap", "backward"], default="vmap", help="per-cluster gradients"
+    )
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
@@ -59,6 +65,7 @@ def build(args: argparse.Namespace, method: str, ctx: DistContext) -> TrainStep:
             f"train.global_batch_size={args.batch}",
             f"train.precision={args.precision}",
             f"train.compile={str(args.compile).lower()}",
+            f"train.task_grads={args.task_grads}",
         ],
     )
     step, _ = build_train_step(recipe, ctx)
@@ -113,16 +120,23 @@ def make_batch(args: argparse.Namespace, device: torch.device) -> tuple[torch.Te
     return x.to(device), y.to(device)
 
 
-def main() -> None:
+def method_names(spec: str) -> list[str]:
+    """The methods to compare, vanilla first (``all``: every registered method)."""
+    names = registry("method").names() if spec == "all" else spec.split(",")
+    names = [n.strip() for n in names if n.strip()]
+    return ["vanilla", *[n for n in names if n != "vanilla"]]
+
+
+def main(default_methods: str = "vanilla,uw") -> None:
     """Measure and print the table."""
-    args = parse_args()
+    args = parse_args(default_methods)
     device = pick_device(args.device, 0)
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
     if args.memory_of:
         run(build(args, args.memory_of, ctx), make_batch(args, device), 3)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
         return
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = method_names(args.methods)
     memory = {method: peak_memory(args, method, ctx) for method in methods}
     batch = make_batch(args, device)
 
@@ -138,12 +152,13 @@ def main() -> None:
     base = methods[0]
     unit = "GiB (GPU peak)" if device.type == "cuda" else "GiB (process peak RSS)"
     print(f"device {device}, model {args.model}, batch {args.batch}, {args.precision}, k {args.k}")
-    print(f"{'method':<10} {'steps/s':>9} {'x ' + base:>10} {'memory':>9} {'x ' + base:>10}")
+    print(f"per-cluster gradients: {args.task_grads}")
+    print(f"{'method':<18} {'steps/s':>9} {'x ' + base:>10} {'memory':>9} {'x ' + base:>10}")
     for method in methods:
         rate = total / seconds[method]
         base_rate = total / seconds[base]
         print(
-            f"{method:<10} {rate:>9.3f} {rate / base_rate:>10.3f} "
+            f"{method:<18} {rate:>9.3f} {rate / base_rate:>10.3f} "
             f"{memory[method]:>9.3f} {memory[method] / memory[base]:>10.3f}"
         )
     print(f"memory unit: {unit}")
