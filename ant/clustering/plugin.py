@@ -1,13 +1,29 @@
-"""Built-in clustering objectives, registered through the plugin hook."""
+"""Built-in clustering objectives and ``ant cluster``, registered through the plugin hooks."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ant.clustering.objectives import UniformObjective
+import click
+
+from ant.clustering.commands import cluster_command
+from ant.clustering.objectives import (
+    GradientObjective,
+    SNRObjective,
+    TimestepObjective,
+    UniformObjective,
+)
 from ant.plugins.hookspecs import hookimpl
 
 
 @hookimpl
 def ant_register_objectives(register: Any) -> None:
     register("uniform", UniformObjective)
+    register("timestep", TimestepObjective)
+    register("snr", SNRObjective)
+    register("gradient", GradientObjective)
+
+
+@hookimpl
+def ant_register_commands(cli: click.Group) -> None:
+    cli.add_command(cluster_command)

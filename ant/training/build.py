@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ant.clustering import Interval, validate_intervals
+from ant.clustering import Clustering, Interval, TaskSpace, cluster_tasks, load_affinity
 from ant.diffusion import GaussianDiffusion
 from ant.errors import AntError
 from ant.methods import GradientMethod, Method, TimestepWeighting
@@ -48,17 +48,24 @@ def build_diffusion(recipe: Recipe) -> GaussianDiffusion:
     )
 
 
+def build_clustering(recipe: Recipe) -> Clustering:
+    """The recipe's clustering objective run on its schedule's tasks (Go et al. 2023, Sec. 4.1).
+
+    The task space has ``diffusion.timesteps`` tasks with the log-SNR of ``diffusion.schedule``
+    and, if ``clustering.affinity`` is set, that task-affinity matrix; extra keys of the
+    ``clustering`` section are the objective's options.
+    """
+    section = recipe.clustering
+    timesteps = recipe.diffusion.timesteps
+    affinity = load_affinity(section.affinity, timesteps) if section.affinity else None
+    space = TaskSpace.from_schedule(recipe.diffusion.schedule, timesteps, affinity)
+    options = dict(section.model_extra or {})
+    return cluster_tasks(section.objective, space, section.k, options, label="clustering.objective")
+
+
 def build_intervals(recipe: Recipe) -> list[Interval]:
     """The k timestep clusters from the recipe's clustering objective."""
-    section = recipe.clustering
-    options = dict(section.model_extra or {})
-    objective = registry("objective").build(section.objective, **options)
-    try:
-        intervals: list[Interval] = objective.cluster(recipe.diffusion.timesteps, section.k)
-        validate_intervals(intervals, recipe.diffusion.timesteps)
-    except ValueError as exc:
-        raise AntError(f"clustering.objective '{section.objective}': {exc}") from None
-    return intervals
+    return build_clustering(recipe).intervals
 
 
 def _build_component(
@@ -173,8 +180,8 @@ def _timestep_range(recipe: Recipe, sampling: str) -> tuple[int, int] | None:
     return low, high
 
 
-def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, list[Interval]]:
-    """Every part of a training step on ``ctx.device``, and the timestep clusters.
+def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clustering]:
+    """Every part of a training step on ``ctx.device``, and the timestep clustering.
 
     All ranks build the same initial weights (seeded by ``train.seed``), then reseed per rank so
     each draws its own timesteps and noise.
@@ -191,7 +198,8 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, list[
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe).to(device)
     ema = make_ema(model)
-    intervals = build_intervals(recipe)
+    clustering = build_clustering(recipe)
+    intervals = clustering.intervals
     diffusion = build_diffusion(recipe)
     method, weighting = build_method(recipe, len(intervals), diffusion)
     method.to(device)
@@ -220,4 +228,4 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, list[
         task_grads=recipe.train.task_grads,
         timestep_range=_timestep_range(recipe, sampling),
     )
-    return step, intervals
+    return step, clustering

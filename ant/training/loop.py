@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ant.clustering import write_clusters
 from ant.data.loader import ShardLoader, make_loader
 from ant.errors import AntError
 from ant.recipes import Recipe, write_resolved_recipe
@@ -150,7 +151,8 @@ def fit(
             "or --run-dir for a new one"
         )
     _check_data(recipe)
-    step, intervals = build_train_step(recipe, ctx)
+    step, clustering = build_train_step(recipe, ctx)
+    intervals = clustering.intervals
     model = step.model
     local_batch = recipe.train.global_batch_size // ctx.world_size
 
@@ -170,6 +172,13 @@ def fit(
 
     if ctx.is_main:
         write_resolved_recipe(recipe, run_dir)
+        write_clusters(
+            run_dir,
+            clustering,
+            sampling=step.sampling,
+            timesteps=recipe.diffusion.timesteps,
+            schedule=recipe.diffusion.schedule,
+        )
         truncate_metrics(run_dir, start)
     barrier(ctx)
 
