@@ -182,3 +182,18 @@ def test_headline_recipe_matches_the_paper_settings() -> None:
     assert group["lr"] == 0.025 and group["weight_decay"] == 0.0
     assert (recipe.sample.steps, recipe.sample.cfg_scale) == (250, 1.5)
     assert load_recipe("dit_xl2_imagenet").model.name == "DiT-XL/2"
+
+
+def test_switching_a_component_drops_the_previous_components_options(tmp_path: Path) -> None:
+    base = tmp_path / "uw.yaml"
+    base.write_text(
+        f"base: {Path(__file__).parents[1] / 'recipes' / 'digits_dit.yaml'}\n"
+        "method: {name: uw, lr: 0.01}\n"
+    )
+    child = tmp_path / "nash.yaml"
+    child.write_text(f"base: {base}\nmethod: {{name: nashmtl, update_every: 5}}\n")
+    assert load_recipe(str(child)).method.model_extra == {"update_every": 5}
+    assert load_recipe(str(base), ["method.name=pcgrad"]).method.model_extra == {}
+    assert load_recipe(str(base), ["method.name=uw"]).method.model_extra == {"lr": 0.01}
+    with pytest.raises(AntError, match=r"method\.lr: unknown option of method 'pcgrad'"):
+        load_recipe(str(base), ["method.lr=0.5", "method.name=pcgrad"])

@@ -12,7 +12,14 @@ import pydantic
 
 from ant.errors import AntError
 from ant.plugins.registry import closest
-from ant.recipes.schema import Recipe
+from ant.recipes.schema import (
+    ClusteringConfig,
+    MethodConfig,
+    ModelConfig,
+    PluginSection,
+    Recipe,
+    WeightingConfig,
+)
 from ant.recipes.yaml_io import parse_value, parse_yaml
 
 COMMAND_LINE = "command line"
@@ -60,6 +67,33 @@ def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+PLUGIN_SELECTORS: dict[str, tuple[str, type[PluginSection]]] = {
+    "model": ("name", ModelConfig),
+    "clustering": ("objective", ClusteringConfig),
+    "method": ("name", MethodConfig),
+    "weighting": ("name", WeightingConfig),
+}
+"""Sections that select a plugin: the selecting key and the section's schema."""
+
+
+def _stale_options(section: str, current: Any, new_choice: Any) -> list[str]:
+    """Option keys of ``current`` (a plugin section) that belong to a component other than
+    ``new_choice``: when a child recipe or an override switches the component, the options of
+    the previous one are not inherited."""
+    selector, schema = PLUGIN_SELECTORS[section]
+    if not isinstance(current, dict) or current.get(selector) in (None, new_choice):
+        return []
+    return [key for key in current if key not in schema.model_fields]
+
+
+def _drop_switched_options(base: dict[str, Any], child: dict[str, Any]) -> None:
+    for section, (selector, _) in PLUGIN_SELECTORS.items():
+        values = child.get(section)
+        if isinstance(values, dict) and selector in values:
+            for key in _stale_options(section, base.get(section), values[selector]):
+                base[section] = {k: v for k, v in base[section].items() if k != key}
+
+
 def _read_tree(path: Path, chain: tuple[Path, ...]) -> RawRecipe:
     resolved = path.resolve()
     if resolved in chain:
@@ -83,6 +117,7 @@ def _read_tree(path: Path, chain: tuple[Path, ...]) -> RawRecipe:
         merged = _read_tree(path.parent / base, (*chain, resolved))
     else:
         raise AntError(f"{path}: base: expected a relative path to another recipe, got {base!r}")
+    _drop_switched_options(merged.data, data)
     merged.data = deep_merge(merged.data, data)
     _record(merged.sources, data, str(path))
     merged.path = path
@@ -112,6 +147,10 @@ def apply_overrides(raw: RawRecipe, overrides: Iterable[str]) -> None:
                 raise AntError(f"override '{item}': {where} is a value, not a section")
             node = child
         value = parse_value(text)
+        if len(parts) == 2 and PLUGIN_SELECTORS.get(parts[0], ("",))[0] == parts[1]:
+            for stale in _stale_options(parts[0], node, value):
+                if raw.sources.get((parts[0], stale)) != COMMAND_LINE:
+                    del node[stale]
         node[parts[-1]] = value
         raw.sources[tuple(parts)] = COMMAND_LINE
         _record(raw.sources, value, COMMAND_LINE, tuple(parts))
