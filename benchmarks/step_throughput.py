@@ -7,6 +7,9 @@ peak memory per method and their ratios to vanilla.
 python benchmarks/step_throughput.py                       # DiT-T/2 on 8x8x1 digits-sized input
 python benchmarks/step_throughput.py --model DiT-L/2 --input-size 32 --channels 4 \
     --batch 240 --precision bf16 --device cuda              # the paper's DiT-L/2 step
+python benchmarks/step_throughput.py --model ADM-T          # the tiny ADM U-Net of digits_adm
+python benchmarks/step_throughput.py --model ADM --model-option model_channels=64 \
+    --model-option channel_mult=[1,2]                       # any ADM option (recipe key)
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from ant.training.step import TrainStep
 def parse_args(default_methods: str = "vanilla,uw") -> argparse.Namespace:
     """The command-line options; ``--methods all`` means every registered method."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="DiT-T/2")
+    parser.add_argument("--model", default="DiT-T/2", help="registered model name, e.g. ADM-T")
+    parser.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model option as in the recipe's model section (repeatable), e.g. num_res_blocks=1",
+    )
     parser.add_argument("--input-size", type=int, default=8)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--classes", type=int, default=10)
@@ -60,6 +70,7 @@ def build(args: argparse.Namespace, method: str, ctx: DistContext) -> TrainStep:
             f"model.input_size={args.input_size}",
             f"model.in_channels={args.channels}",
             f"model.num_classes={args.classes}",
+            *(f"model.{option}" for option in args.model_option),
             f"method={{name: {method}}}",
             f"clustering.k={args.k}",
             f"train.global_batch_size={args.batch}",
@@ -151,7 +162,11 @@ def main(default_methods: str = "vanilla,uw") -> None:
     total = args.steps * args.rounds
     base = methods[0]
     unit = "GiB (GPU peak)" if device.type == "cuda" else "GiB (process peak RSS)"
-    print(f"device {device}, model {args.model}, batch {args.batch}, {args.precision}, k {args.k}")
+    options = "".join(f" {option}" for option in args.model_option)
+    print(
+        f"device {device}, model {args.model}{options}, batch {args.batch}, {args.precision}, "
+        f"k {args.k}"
+    )
     print(f"per-cluster gradients: {args.task_grads}")
     print(f"{'method':<18} {'steps/s':>9} {'x ' + base:>10} {'memory':>9} {'x ' + base:>10}")
     for method in methods:

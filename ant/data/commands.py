@@ -1,4 +1,4 @@
-"""The ``ant data`` command group: ``pack`` and ``info``."""
+"""The ``ant data`` command group: ``pack``, ``info`` and ``encode`` (latents, ant.latent)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.console import Console
 from ant.data.info import render, summarize, verdict, verify
 from ant.data.pack import DEFAULT_SHARD_SIZE, pack
 from ant.data.shards import resolve_shards
+from ant.latent.commands import encode_command
 
 
 @click.group("data")
@@ -66,3 +67,6 @@ def info_command(shards: str, check: bool) -> None:
     render(shard_set, summary, checks, Console())
     if checks is not None:
         click.echo(verdict(summary, checks))
+
+
+data_group.add_command(encode_command)

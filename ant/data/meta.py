@@ -27,7 +27,8 @@ class DatasetMeta:
 
     ``shape`` is ``[H, W, C]`` for every format (``npy`` payloads are stored as ``[C, H, W]``);
     ``format`` is ``png`` (uint8 images) or ``npy`` (float arrays, e.g. latents).
-    ``shard_counts[i]`` is the number of samples in ``shards[i]``.
+    ``shard_counts[i]`` is the number of samples in ``shards[i]``. ``latent`` describes how
+    ``ant data encode`` made latent shards (the VAE, its scale, the source images); None otherwise.
     """
 
     count: int
@@ -39,6 +40,7 @@ class DatasetMeta:
     image_size: int | None = None
     format: str = "png"
     labelled: bool = False
+    latent: dict[str, Any] | None = None
 
     @property
     def channels(self) -> int:
@@ -55,6 +57,8 @@ class DatasetMeta:
         data = asdict(self)
         data["channels"] = self.channels
         data["num_classes"] = self.num_classes
+        if self.latent is None:
+            del data["latent"]
         return data
 
     @classmethod
@@ -71,6 +75,7 @@ class DatasetMeta:
                 image_size=None if data.get("image_size") is None else int(data["image_size"]),
                 format=str(data.get("format", "png")),
                 labelled=bool(data.get("labelled", bool(data["classes"]))),
+                latent=_latent(data.get("latent")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AntError(
@@ -82,6 +87,12 @@ class DatasetMeta:
         if meta.format not in FORMATS:
             raise AntError(f"{where}: unknown format '{meta.format}', expected one of {FORMATS}")
         return meta
+
+
+def _latent(value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise TypeError("latent")
+    return value
 
 
 def read_meta(directory: Path) -> DatasetMeta:

@@ -30,8 +30,12 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ant.data.plugin",
     "ant.recipes.plugin",
     "ant.models.plugin",
+    "ant.models.adm_plugin",
     "ant.training.plugin",
     "ant.sampling.plugin",
+    "ant.analysis.plugin",
+    "ant.evaluation.plugin",
+    "ant.reproduce.plugin",
 )
 
 # Component kind -> the hook that fills its registry.

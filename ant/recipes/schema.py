@@ -57,6 +57,33 @@ class DataConfig(Section):
     skip_corrupt: bool = False
 
 
+class VaeConfig(Section):
+    """The VAE of latent diffusion (docs/latent.md): unset ``name_or_path`` = pixel space.
+
+    The model then works on latents: ``model.in_channels`` is the VAE's latent channels and
+    ``model.input_size`` the image size over its downsampling factor (8 for Stable Diffusion's).
+    """
+
+    name_or_path: str | None = Field(
+        None,
+        description="local AutoencoderKL folder (save_pretrained) or a hub name in the local "
+        "Hugging Face cache, e.g. stabilityai/sd-vae-ft-ema; null = no VAE (pixel space)",
+    )
+    subfolder: str | None = Field(None, description="the VAE's sub-folder, e.g. vae")
+    scale: float | None = Field(
+        None, gt=0.0, description="latent scale factor; null = the VAE config's scaling_factor"
+    )
+    encode: Literal["offline", "online"] = Field(
+        "offline",
+        description="offline: data.shards hold latents from `ant data encode`; online: they hold "
+        "images, encoded by the VAE before every step",
+    )
+    posterior: Literal["sample", "mean"] = Field(
+        "sample", description="online encoding: draw from the VAE posterior, or take its mean"
+    )
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="VAE weights and activations")
+
+
 class ClusteringConfig(PluginSection):
     """How the T timesteps are grouped into k task clusters (a clustering ``objective``)."""
 
@@ -134,6 +161,9 @@ class EvalConfig(Section):
     num_samples: int = Field(50_000, ge=1)
     ref: str | None = None
     feature_extractor: str = "inception"
+    weights: str | None = Field(
+        None, description="feature-extractor weights file; default: the torch hub cache"
+    )
     batch_size: int = Field(64, ge=1)
     every: int | None = Field(None, ge=1)
 
@@ -146,6 +176,7 @@ class Recipe(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    vae: VaeConfig = Field(default_factory=VaeConfig)
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     weighting: WeightingConfig = Field(default_factory=WeightingConfig)

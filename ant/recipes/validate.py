@@ -80,3 +80,13 @@ def check_plugins(recipe: Recipe, raw: RawRecipe) -> None:
     if recipe.weighting.name != "none":
         weighting = _entry("method", recipe.weighting.name, "weighting.name", raw)
         check_options(weighting, recipe.weighting, "weighting", raw, INJECTED["method"])
+    check_vae(recipe, raw)
+
+
+def check_vae(recipe: Recipe, raw: RawRecipe) -> None:
+    """A latent recipe (``vae.name_or_path`` set) must not clip its samples to [-1, 1]."""
+    if recipe.vae.name_or_path is not None and recipe.sample.clip_x0:
+        raise AntError(
+            f"{raw.source_of(['sample', 'clip_x0'])}: sample.clip_x0: latents are not confined "
+            "to [-1, 1], so clipping them distorts the samples: set sample.clip_x0=false with a vae"
+        )

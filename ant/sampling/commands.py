@@ -9,6 +9,7 @@ import click
 
 from ant.diffusion.samplers import SamplerName
 from ant.errors import AntError
+from ant.latent.recipe import recipe_vae
 from ant.sampling.arrays import save_array
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import SAMPLERS, BatchSampler
@@ -55,7 +56,9 @@ def is_folder_target(out: str) -> bool:
 @click.option(
     "--device", "device_choice", type=click.Choice(DEVICES), default="auto", show_default=True
 )
-@click.option("--npy", is_flag=True, help="Save raw float32 .npy arrays (e.g. latents), no PNG.")
+@click.option(
+    "--npy", is_flag=True, help="Save raw float32 .npy arrays (latents stay undecoded), no PNG."
+)
 def sample_command(
     checkpoint: str,
     out: str,
@@ -74,7 +77,8 @@ def sample_command(
 ) -> None:
     """Draw samples from CKPT, a checkpoint file or a run directory (its latest checkpoint).
 
-    Defaults come from the sample section of the checkpoint's recipe. A .png --out gets one
+    Defaults come from the sample section of the checkpoint's recipe. A latent model's samples
+    are decoded by the recipe's VAE (vae.name_or_path), except with --npy. A .png --out gets one
     grid (a .npy file of all samples with --npy); a folder --out gets sample-000000.png, ...,
     skipping files already there, so an interrupted run resumes. Under torchrun the ranks share
     a folder's samples; each sample's noise depends only on --seed and its index, so the files
@@ -96,8 +100,10 @@ def sample_command(
         info = ModelInfo.of(loaded.model)
     except ValueError as exc:
         raise AntError(f"model '{loaded.recipe.model.name}' cannot be sampled: {exc}") from None
+    device = launch.device(device_choice)
+    decoder = None if npy else recipe_vae(loaded.recipe, device)
     if not npy:
-        check_image_channels(info.channels)
+        check_image_channels(info.channels if decoder is None else decoder.out_channels)
     settings = resolve_settings(
         loaded.recipe.sample,
         timesteps=loaded.diffusion.num_timesteps,
@@ -112,7 +118,6 @@ def sample_command(
         class_label=class_label,
         clip_x0=clip_x0,
     )
-    device = launch.device(device_choice)
     draw = BatchSampler(
         loaded.model.to(device),
         loaded.diffusion,
@@ -122,6 +127,7 @@ def sample_command(
         cfg_scale=settings.cfg_scale,
         clip_x0=settings.clip_x0,
         device=device,
+        decoder=decoder,
     )
     about = (
         f"{loaded.weights} weights of step {loaded.step}, {settings.sampler} "

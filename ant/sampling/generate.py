@@ -8,6 +8,7 @@ the indices are split over processes (up to float rounding in batched model arit
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,6 +24,18 @@ from ant.sampling.progress import step_progress
 SAMPLERS: tuple[SamplerName, ...] = ("ddpm", "ddim")
 
 
+class SampleDecoder(Protocol):
+    """Turns the model's samples into images (latent diffusion: :class:`ant.latent.Vae`)."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] ``[B, C', H', W']`` from samples ``[B, C, H, W]``."""
+        ...
+
+    def image_shape(self, latent_shape: Sequence[int]) -> tuple[int, int, int]:
+        """The ``(C', H', W')`` of an image decoded from a sample of shape ``(C, H, W)``."""
+        ...
+
+
 class BatchSampler:
     """Draws batches of samples from one model with fixed sampler settings.
 
@@ -31,6 +44,8 @@ class BatchSampler:
     - ``cfg_scale``: classifier-free guidance scale, used when it is not 1 and the model is
       class-conditional (the null label is the model's ``null_label``); ignored otherwise.
     - ``clip_x0``: clamp each x0 prediction to [-1, 1] (pixels; leave off for latents).
+    - ``decoder``: decodes every batch of samples into images (a latent model's VAE); ``None``
+      returns the samples as drawn.
 
     The model must already be on ``device``; it runs in eval mode under
     ``torch.inference_mode()`` and gets its previous mode back afterwards.
@@ -47,6 +62,7 @@ class BatchSampler:
         cfg_scale: float = 1.0,
         clip_x0: bool = False,
         device: torch.device | str = "cpu",
+        decoder: SampleDecoder | None = None,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
@@ -57,6 +73,7 @@ class BatchSampler:
         self.eta = eta
         self.clip_x0 = clip_x0
         self.device = torch.device(device)
+        self.decoder = decoder
         self.denoiser: Callable[..., torch.Tensor] = model
         if cfg_scale != 1.0 and self.info.conditional:
             if self.info.null_label is None:
@@ -67,6 +84,12 @@ class BatchSampler:
             self.denoiser = classifier_free_guidance(
                 model, cfg_scale, null_label=self.info.null_label, learn_sigma=diffusion.learn_sigma
             )
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """The ``(C, H, W)`` of one returned sample (decoded, with a decoder)."""
+        shape = self.info.shape
+        return shape if self.decoder is None else self.decoder.image_shape(shape)
 
     @property
     def num_steps(self) -> int:
@@ -80,7 +103,7 @@ class BatchSampler:
         seed: int,
         on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
-        """Samples ``[B, C, H, W]`` (on the CPU) for the sample ``indices`` of ``seed``.
+        """Samples ``[B, C, H, W]`` on the CPU (decoded, with a decoder) for the ``indices`` given.
 
         ``labels`` (``[B]``) are required for a class-conditional model and must be ``None``
         for an unconditional one. ``on_step`` is called after every sampler step.
@@ -104,6 +127,8 @@ class BatchSampler:
                     x = self._step(output, x, t, noise)
                     if on_step is not None:
                         on_step()
+                if self.decoder is not None:
+                    x = self.decoder.decode(x)
         finally:
             self.model.train(was_training)
         return x.cpu()
@@ -166,8 +191,10 @@ def generate(
     batch_size: int = 64,
     clip_x0: bool = False,
     progress: bool = False,
+    decoder: SampleDecoder | None = None,
 ) -> torch.Tensor:
-    """Draw samples 0..num-1 of ``seed``: a CPU tensor ``[num, C, H, W]`` in the model's space.
+    """Draw samples 0..num-1 of ``seed``: a CPU tensor ``[num, C, H, W]`` in the model's space
+    (images, with a ``decoder``).
 
     The sampler options are those of :class:`BatchSampler`, the others those of
     :meth:`BatchSampler.sample_many`.
@@ -181,5 +208,6 @@ def generate(
         cfg_scale=cfg_scale,
         clip_x0=clip_x0,
         device=device,
+        decoder=decoder,
     )
     return draw.sample_many(num, labels=labels, seed=seed, batch_size=batch_size, progress=progress)

@@ -26,7 +26,8 @@ def check_image_channels(channels: int) -> None:
     if channels not in IMAGE_CHANNELS:
         raise AntError(
             f"samples have {channels} channels, images need 1 (grey) or 3 (RGB): these are "
-            "latents, which need the VAE decoder (not in ant yet); use --npy to save raw arrays"
+            "latents; name their VAE in the recipe (vae.name_or_path, docs/latent.md), or use "
+            "--npy to save raw arrays"
         )
 
 

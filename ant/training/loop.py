@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ant.clustering import write_clusters
 from ant.data.loader import ShardLoader, make_loader
 from ant.errors import AntError
+from ant.latent.recipe import training_encoder
 from ant.recipes import Recipe, write_resolved_recipe
 from ant.training.build import build_train_step
 from ant.training.checkpoint import (
@@ -151,6 +152,7 @@ def fit(
             "or --run-dir for a new one"
         )
     _check_data(recipe)
+    encode = training_encoder(recipe, device)
     step, clustering = build_train_step(recipe, ctx)
     intervals = clustering.intervals
     model = step.model
@@ -199,6 +201,9 @@ def fit(
     loader.epoch = start // per_epoch
     batches = _batches(loader, start % per_epoch)
 
+    eval_every = recipe.eval.every
+    if eval_every:
+        _prepare_evaluation(step, recipe, ctx)
     logbook = Logbook(run_dir, start) if ctx.is_main else None
     flag = StopFlag()
     total = recipe.train.steps
@@ -211,6 +216,8 @@ def fit(
             x, y = next(batches)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
+            if encode is not None:
+                x = encode(x)
             if step.conditional and not checked_labels:
                 _check_labels(y, recipe)
                 checked_labels = True
@@ -233,6 +240,8 @@ def fit(
                 _save(step, recipe, intervals, current, run_dir, ctx)
             if recipe.train.sample_every and current % recipe.train.sample_every == 0:
                 _grid(step.ema, recipe, run_dir, f"step-{current:07d}", ctx)
+            if eval_every and current % eval_every == 0:
+                _evaluate(step, recipe, current, ctx, logbook, show)
             if stop:
                 if ctx.is_main:
                     print(f"stopped by signal at step {current}; resume with --resume")
@@ -242,6 +251,34 @@ def fit(
     if logbook is not None:
         logbook.close()
     return step
+
+
+def _prepare_evaluation(step: TrainStep, recipe: Recipe, ctx: DistContext) -> None:
+    """Build the ``eval.every`` evaluator before the first step, so a bad eval section fails fast.
+
+    Imported here: torch-fidelity takes a second and a half to import, which a run without
+    evaluations should not pay.
+    """
+    from ant.evaluation.training import training_evaluator
+    from ant.sampling.model_info import ModelInfo
+
+    training_evaluator(recipe, ctx, ModelInfo.of(step.ema).num_classes)
+
+
+def _evaluate(
+    step: TrainStep,
+    recipe: Recipe,
+    current: int,
+    ctx: DistContext,
+    logbook: Logbook | None,
+    show: bool,
+) -> None:
+    """Evaluate the EMA model on every rank and log ``eval/...`` at ``current`` on rank 0."""
+    from ant.evaluation.training import evaluate_during_training
+
+    values = evaluate_during_training(step.ema, step.diffusion, recipe, current, ctx, show=show)
+    if logbook is not None:
+        logbook.log({"step": current, **values})
 
 
 def _check_labels(y: torch.Tensor, recipe: Recipe) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ant.latent.recipe import recipe_vae
 from ant.recipes import Recipe
 from ant.sampling.arrays import save_array
 from ant.sampling.generate import generate
@@ -18,7 +19,8 @@ def write_sample_grid(ema: nn.Module, recipe: Recipe, path: Path, device: torch.
     """Sample ``sample.num`` images with the recipe's sampler settings and save them as a grid.
 
     Class-conditional models cycle through the classes, so the grid shows each class in turn.
-    Samples that are not images (latents) are saved as a ``.npy`` array next to ``path``.
+    A latent model's samples are decoded by the recipe's VAE; samples that are not images
+    (latents without a VAE) are saved as a ``.npy`` array next to ``path``.
     """
     settings = recipe.sample
     images = generate(
@@ -35,6 +37,7 @@ def write_sample_grid(ema: nn.Module, recipe: Recipe, path: Path, device: torch.
         batch_size=settings.num,
         clip_x0=settings.clip_x0,
         progress=False,
+        decoder=recipe_vae(recipe, device),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     if images.shape[1] not in IMAGE_CHANNELS:

@@ -1,0 +1,225 @@
+"""``ant eval`` without the command line: sample a checkpoint into a folder, then measure it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ant.diffusion.samplers import SamplerName
+from ant.errors import AntError
+from ant.evaluation.cache import file_digest
+from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
+from ant.evaluation.report import EvalReport, SamplingInfo
+from ant.evaluation.samples import (
+    SampleRequest,
+    draw_to_folder,
+    export_adm_npz,
+    folder_images,
+    folder_labels,
+)
+from ant.latent.recipe import image_reference, recipe_vae
+from ant.recipes import Recipe
+from ant.sampling.generate import BatchSampler, SampleDecoder
+from ant.sampling.launch import Launch
+from ant.sampling.loading import load_sampling_model
+from ant.sampling.model_info import ModelInfo
+from ant.sampling.settings import SampleSettings, resolve_settings
+from ant.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+
+LATEST_NAME = "latest.pt"
+EVAL_DIR = "eval"
+IMAGE_CHANNELS = (1, 3)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The options of ``ant eval``; ``None`` takes the checkpoint recipe's value."""
+
+    checkpoint: str
+    ref: str | None = None
+    num_samples: int | None = None
+    metrics: tuple[str, ...] | None = None
+    feature_extractor: str | None = None
+    weights: tuple[str, ...] = ()
+    sampler: SamplerName | None = None
+    steps: int | None = None
+    eta: float | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    clip_x0: bool | None = None
+    batch_size: int | None = None
+    samples_dir: Path | None = None
+    out: Path | None = None
+    npz: Path | None = None
+    raw_weights: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+
+def resolve_checkpoint(spec: str) -> Path:
+    """A checkpoint file from a file, a run directory, or ``.../latest.pt`` (the newest one)."""
+    path = Path(spec).expanduser()
+    if path.is_dir() or (path.name == LATEST_NAME and not path.exists()):
+        folder = path if path.is_dir() else path.parent
+        found = latest_checkpoint(folder)
+        if found is None:
+            raise AntError(f"no checkpoint in {folder}: expected {CHECKPOINT_DIR}/step-*.pt there")
+        return found
+    if not path.is_file():
+        raise AntError(f"checkpoint not found: {path}")
+    return path
+
+
+def settings_name(settings: SampleSettings, raw_weights: bool = False) -> str:
+    """A folder name for samples of these settings, e.g. ``ddpm250-cfg1.5-seed0``."""
+    name = f"{settings.sampler}{settings.steps}-cfg{settings.cfg_scale:g}-seed{settings.seed}"
+    if settings.sampler == "ddim" and settings.eta:
+        name += f"-eta{settings.eta:g}"
+    if not settings.clip_x0:
+        name += "-noclip"
+    return name + ("-raw" if raw_weights else "")
+
+
+def default_eval_dir(checkpoint: Path, settings: SampleSettings, raw_weights: bool) -> Path:
+    """``RUN/eval/step-0000200-ddpm250-cfg1.5-seed0`` for ``RUN/checkpoints/step-0000200.pt``."""
+    parent = checkpoint.parent
+    run = parent.parent if parent.name == CHECKPOINT_DIR else parent
+    return run / EVAL_DIR / f"{checkpoint.stem}-{settings_name(settings, raw_weights)}"
+
+
+def check_images(info: ModelInfo, decoder: SampleDecoder | None = None) -> None:
+    """Raise :class:`AntError` unless the model's samples (decoded by ``decoder``) are images."""
+    channels = info.channels if decoder is None else decoder.image_shape(info.shape)[0]
+    if channels not in IMAGE_CHANNELS:
+        raise AntError(
+            f"the model draws {channels}-channel latents, not images: name their VAE in the "
+            "recipe (vae.name_or_path, docs/latent.md) so evaluation can decode them"
+        )
+
+
+def default_reference(recipe: Recipe) -> str | None:
+    """``eval.ref``, else the training images (``data.shards``, or for latents encoded by
+    ``ant data encode`` the image shards they came from)."""
+    return recipe.eval.ref or image_reference(recipe)
+
+
+def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
+    """Sample ``options.checkpoint`` into its samples folder and compute the metrics.
+
+    Under torchrun every rank draws its share of the samples; rank 0 then computes the metrics
+    and returns the report (written to ``out``), the other ranks return ``None``.
+    """
+    start = time.perf_counter()
+    launch = Launch.from_env()
+    path = resolve_checkpoint(options.checkpoint)
+    loaded = load_sampling_model(path, raw_weights=options.raw_weights)
+    recipe = loaded.recipe
+    try:
+        info = ModelInfo.of(loaded.model)
+    except ValueError as exc:
+        raise AntError(f"model '{recipe.model.name}' cannot be sampled: {exc}") from None
+    device = launch.device(options.device)
+    decoder = recipe_vae(recipe, device)
+    check_images(info, decoder)
+    section = recipe.eval
+    settings = resolve_settings(
+        recipe.sample,
+        timesteps=loaded.diffusion.num_timesteps,
+        info=info,
+        num=section.num_samples if options.num_samples is None else options.num_samples,
+        sampler=options.sampler,
+        steps=options.steps,
+        eta=options.eta,
+        cfg_scale=options.cfg_scale,
+        seed=options.seed,
+        batch_size=section.batch_size if options.batch_size is None else options.batch_size,
+        clip_x0=options.clip_x0,
+    )
+    extractor = options.feature_extractor or section.feature_extractor
+    recipe_weights = (section.weights,) if section.weights else ()
+    weights_values = options.weights or (recipe_weights if not options.feature_extractor else ())
+    evaluator = None
+    if launch.rank == 0:
+        evaluator = Evaluator(
+            metrics=list(options.metrics or section.metrics),
+            feature_extractor=extractor,
+            reference=options.ref or default_reference(recipe),
+            weights=parse_weights(weights_values, split_spec(extractor)[0]),
+            num_classes=info.num_classes,
+            device=device,
+            batch_size=settings.batch_size,
+            progress=options.progress,
+        )
+    eval_dir = default_eval_dir(path, settings, options.raw_weights)
+    folder = options.samples_dir or eval_dir / "samples"
+    request = SampleRequest(
+        model=f"{path.name} sha256:{file_digest(path)[:16]} step {loaded.step} {loaded.weights}",
+        sampler=settings.sampler,
+        steps=settings.steps,
+        eta=settings.eta,
+        cfg_scale=settings.cfg_scale,
+        seed=settings.seed,
+        clip_x0=settings.clip_x0,
+        num_classes=info.num_classes,
+    )
+    draw = BatchSampler(
+        loaded.model.to(device),
+        loaded.diffusion,
+        sampler=settings.sampler,
+        steps=settings.steps,
+        eta=settings.eta,
+        cfg_scale=settings.cfg_scale,
+        clip_x0=settings.clip_x0,
+        device=device,
+        decoder=decoder,
+    )
+    sampled = time.perf_counter()
+    written, _ = draw_to_folder(
+        draw,
+        folder,
+        request,
+        num=settings.num,
+        batch_size=settings.batch_size,
+        launch=launch,
+        progress=options.progress,
+    )
+    sampled = time.perf_counter() - sampled
+    if evaluator is None:
+        return None
+    images = folder_images(folder, settings.num)
+    labels = folder_labels(folder, settings.num)
+    result = evaluator.evaluate(images, labels)
+    if options.npz is not None:
+        export_adm_npz(images, labels, options.npz)
+    report = EvalReport(
+        checkpoint=str(path),
+        step=loaded.step,
+        weights=loaded.weights,
+        recipe=recipe.name,
+        sampling=SamplingInfo(
+            sampler=settings.sampler,
+            steps=settings.steps,
+            eta=settings.eta,
+            cfg_scale=settings.cfg_scale,
+            seed=settings.seed,
+            clip_x0=settings.clip_x0,
+            num_samples=settings.num,
+            samples_dir=str(folder),
+            written=written,
+        ),
+        feature_extractor=extractor,
+        extractors=result.extractors,
+        reference=result.reference,
+        metrics=result.metrics,
+        npz=str(options.npz) if options.npz else None,
+        seconds={
+            "sampling": round(sampled, 3),
+            "metrics": round(result.seconds, 3),
+            "total": round(time.perf_counter() - start, 3),
+        },
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    report.write(options.out or folder.parent / "metrics.json")
+    return report
