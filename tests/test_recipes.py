@@ -4,17 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
 from ant.cli import cli
+from ant.data.writer import write_array_shards
 from ant.errors import AntError
-from ant.recipes import dump_recipe, load_recipe, write_resolved_recipe
+from ant.recipes import (
+    Recipe,
+    dump_recipe,
+    list_recipes,
+    load_recipe,
+    write_resolved_recipe,
+)
 from ant.recipes.yaml_io import parse_value
-from ant.training.build import build_diffusion, build_method
+from ant.training.build import (
+    build_clustering,
+    build_diffusion,
+    build_method,
+    build_model,
+    timestep_sampling,
+)
+from ant.training.checkpoint import load_checkpoint
+from ant.training.distributed import DistContext
+from ant.training.loop import fit
+from ant.training.timesteps import check_stratified_batch
 
-from .helpers import assert_one_line_error, run_ant
+from .helpers import REPO, assert_one_line_error, run_ant
+
+CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -160,9 +181,157 @@ def test_cli_missing_recipe_exits_2() -> None:
     assert_one_line_error(result.stderr, "recipe file not found", "ant recipes")
 
 
-@pytest.mark.parametrize("name", ["digits_dit", "digits_dit_vanilla", "dit_s2_imagenet"])
+RECIPES_DIR = REPO / "recipes"
+SHIPPED = sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+TABLE_1 = ["adm_ffhq", "adm_celebahq", "ldm_ffhq", "ldm_celebahq"]
+"""The recipes of the paper's Table 1 (docs/recipes.md)."""
+
+
+def test_the_paper_recipes_are_shipped() -> None:
+    assert set(SHIPPED) >= {*TABLE_1, "dit_l2_imagenet", "digits_dit", "digits_adm"}
+    assert "faces256" not in dict(list_recipes()), "shared bases are not listed as recipes"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_recipes_validate(name: str) -> None:
-    assert load_recipe(name).name == name
+    recipe = load_recipe(name)
+    assert recipe.name == name
+    assert recipe.description, "every shipped recipe has a one-line description"
+
+
+def test_cli_validates_a_table_1_recipe_with_overrides() -> None:
+    path = "recipes/ldm_celebahq.yaml"  # two levels of bases, one in recipes/bases/
+    result = run_ant("recipe", "validate", path, "method.name=pcgrad", "clustering.objective=snr")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: valid (model ADM, method pcgrad)"
+
+
+@pytest.mark.parametrize("path", sorted((RECIPES_DIR / "bases").glob("*.yaml")), ids=str)
+def test_shared_bases_validate(path: Path) -> None:
+    load_recipe(str(path))
+
+
+def _check_buildable(recipe: Recipe) -> None:
+    """What `ant train` checks before building the network: clusters, method, batch split."""
+    diffusion = build_diffusion(recipe)
+    intervals = build_clustering(recipe).intervals
+    assert len(intervals) == recipe.clustering.k
+    method, _ = build_method(recipe, len(intervals), diffusion)
+    if timestep_sampling(recipe, method) == "stratified":
+        check_stratified_batch(recipe.train.global_batch_size, len(intervals))
+
+
+@pytest.mark.parametrize("objective", ["timestep", "snr"])
+@pytest.mark.parametrize("method", ["uw", "pcgrad", "nashmtl"])
+@pytest.mark.parametrize("name", [*TABLE_1, "dit_l2_imagenet"])
+def test_paper_recipes_take_every_method_and_objective(
+    name: str, method: str, objective: str
+) -> None:
+    recipe = load_recipe(name, [f"method.name={method}", f"clustering.objective={objective}"])
+    assert (recipe.method.name, recipe.clustering.objective) == (method, objective)
+    _check_buildable(recipe)
+
+
+@pytest.mark.parametrize("name", [*TABLE_1, "dit_l2_imagenet"])
+def test_paper_recipes_take_the_gradient_objective(name: str, tmp_path: Path) -> None:
+    gap = np.abs(np.subtract.outer(np.arange(10), np.arange(10)))
+    np.save(tmp_path / "affinity.npy", np.exp(-gap / 3.0))  # 10 groups of 100 timesteps
+    for method in ("uw", "pcgrad", "nashmtl"):
+        recipe = load_recipe(
+            name,
+            [
+                f"method.name={method}",
+                "clustering.objective=gradient",
+                f"clustering.affinity={tmp_path / 'affinity.npy'}",
+            ],
+        )
+        _check_buildable(recipe)
+
+
+def test_table_1_recipes_hold_their_settings() -> None:
+    adm = load_recipe("adm_ffhq")
+    assert (adm.model.name, adm.model.input_size, adm.model.in_channels) == ("ADM-FFHQ256", 256, 3)
+    assert adm.model.num_classes == 0 and adm.vae.name_or_path is None
+    assert (adm.diffusion.schedule, adm.diffusion.learn_sigma) == ("linear", True)
+    assert adm.optim.lr == 2e-5 and adm.train.global_batch_size % adm.clustering.k == 0
+    ldm = load_recipe("ldm_ffhq")
+    assert (ldm.model.input_size, ldm.model.in_channels) == (32, 4)
+    assert not ldm.diffusion.learn_sigma
+    assert ldm.vae.name_or_path == "stabilityai/sd-vae-ft-ema" and not ldm.sample.clip_x0
+    assert ldm.optim.lr == pytest.approx(2e-6 * ldm.train.global_batch_size)
+    celeba = load_recipe("ldm_celebahq")
+    assert celeba.optim.lr == pytest.approx(2e-6 * celeba.train.global_batch_size)
+    assert celeba.model == ldm.model
+    for name in TABLE_1:
+        recipe = load_recipe(name)
+        assert (recipe.method.name, recipe.clustering.objective, recipe.clustering.k) == (
+            "uw",
+            "timestep",
+            5,
+        )
+        assert recipe.eval.num_samples == 50_000 and "fid" in recipe.eval.metrics
+    # switching the network drops the previous one's options (the smoke tests rely on it)
+    assert load_recipe("ldm_ffhq", ["model.name=ADM-Micro"]).model.model_extra == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("adm_ffhq", 93_563_910), ("ldm_ffhq", 274_060_196), ("ldm_celebahq", 274_060_196)],
+)
+def test_table_1_networks_build_at_full_size(name: str, params: int) -> None:
+    recipe = load_recipe(name)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(recipe)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def _random_shards(path: Path, channels: int, size: int) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    arrays = [torch.randn(channels, size, size, generator=generator).numpy() for _ in range(20)]
+    write_array_shards(arrays, None, path, 10)
+    return path
+
+
+SMOKE = [
+    "data.num_workers=0",
+    "train.steps=1",
+    "train.global_batch_size=10",
+    "train.precision=fp32",
+    "sample.num=2",
+    "sample.steps=2",
+]
+
+
+def test_adm_ffhq_trains_a_step_with_a_tiny_network(tmp_path: Path) -> None:
+    shards = _random_shards(tmp_path / "pixels", 3, 16)
+    recipe = load_recipe(
+        "adm_ffhq",
+        [
+            "model.name=ADM-Micro",
+            "model.input_size=16",
+            f"data.shards={shards}",
+            *SMOKE,
+        ],
+    )
+    assert recipe.model.num_classes == 0 and recipe.diffusion.learn_sigma
+    fit(recipe, tmp_path / "run", CPU, show=False)
+    assert load_checkpoint(tmp_path / "run")["step"] == 1
+
+
+def test_ldm_ffhq_unet_trains_a_step_at_a_tiny_width(tmp_path: Path) -> None:
+    shards = _random_shards(tmp_path / "latents", 4, 8)
+    recipe = load_recipe(
+        "ldm_ffhq",
+        [
+            "model.model_channels=32",  # LDM's U-Net options otherwise, on 8x8x4 "latents"
+            "model.input_size=8",
+            "vae.name_or_path=null",  # the VAE is not in this machine's cache
+            f"data.shards={shards}",
+            *SMOKE,
+        ],
+    )
+    fit(recipe, tmp_path / "run", CPU, show=False)
+    assert load_checkpoint(tmp_path / "run")["step"] == 1
 
 
 def test_headline_recipe_matches_the_paper_settings() -> None:
@@ -181,6 +350,10 @@ def test_headline_recipe_matches_the_paper_settings() -> None:
     (group,) = build_method(recipe, recipe.clustering.k, build_diffusion(recipe))[0].param_groups()
     assert group["lr"] == 0.025 and group["weight_decay"] == 0.0
     assert (recipe.sample.steps, recipe.sample.cfg_scale) == (250, 1.5)
+    assert (recipe.vae.name_or_path, recipe.vae.encode) == ("stabilityai/sd-vae-ft-ema", "offline")
+    assert not recipe.sample.clip_x0
+    for size in ("s2", "b2", "xl2"):  # the other sizes inherit the data path and the VAE
+        assert load_recipe(f"dit_{size}_imagenet").vae == recipe.vae
     assert load_recipe("dit_xl2_imagenet").model.name == "DiT-XL/2"
 
 
