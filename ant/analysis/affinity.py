@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 SEED_CHUNK = 1 << 24
 """Parameters whose sketch buckets and signs are drawn per call, to bound the temporaries."""
@@ -133,5 +132,7 @@ def gap_spearman(affinity: np.ndarray) -> float | None:
     values = matrix[rows, cols]
     if values.size < 2 or np.ptp(values) == 0:
         return None
+    from scipy.stats import spearmanr  # a second to import: only when it is used
+
     rho = float(spearmanr(cols - rows, values).statistic)
     return rho if math.isfinite(rho) else None

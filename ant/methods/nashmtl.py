@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 
-import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -45,7 +44,7 @@ from ant.methods.base import GradientMethod
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_STATUSES = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+ACCEPTED_STATUSES = ("optimal", "optimal_inaccurate")  # the values of cvxpy.OPTIMAL[_INACCURATE]
 
 
 def nash_residual(gram: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -73,6 +72,8 @@ class BargainingProblem:
     """
 
     def __init__(self, num_tasks: int) -> None:
+        import cvxpy as cp  # two seconds to import: only when Nash-MTL is used
+
         self.alpha = cp.Variable(num_tasks)
         self.gram = cp.Parameter((num_tasks, num_tasks))
         self.slope = cp.Parameter(num_tasks)
@@ -99,6 +100,8 @@ class BargainingProblem:
 
 def handles(problem: BargainingProblem, solver: str) -> bool:
     """Whether cvxpy can compile ``problem`` for ``solver`` (exponential cones are needed)."""
+    import cvxpy as cp
+
     try:
         problem.problem.get_problem_data(solver)
     except cp.SolverError:
@@ -108,6 +111,8 @@ def handles(problem: BargainingProblem, solver: str) -> bool:
 
 def check_solver(problem: BargainingProblem, solver: str) -> None:
     """Raise ``ValueError`` unless ``solver`` is installed and handles exponential cones."""
+    import cvxpy as cp
+
     installed = cp.installed_solvers()
     if solver not in installed:
         raise ValueError(
@@ -197,6 +202,8 @@ class NashMTL(GradientMethod):
         if float(scale) <= 0:
             logger.warning("Nash-MTL: all per-cluster gradients are zero; keeping the weights")
             return None
+        import cvxpy as cp
+
         normalised = gram / scale
         current = torch.ones(self.num_tasks, dtype=torch.float64)
         for _ in range(self.max_iters):
