@@ -20,6 +20,32 @@ def guidance_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> 
     return uncond + scale * (cond - uncond)
 
 
+def guide_doubled_batch(
+    model: ConditionalModel,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    scale: float,
+    channels: int,
+) -> torch.Tensor:
+    """The guided prediction for a batch the caller doubled itself (DiT's ``forward_with_cfg``).
+
+    The second half of ``y`` carries the null label and only the first half of ``x`` is read.
+    The first ``channels`` output channels are guided with :func:`guidance_combine`; the rest
+    (learned variance) are the conditional half's. Both halves of the result are the guided
+    prediction, so a sampler can step the doubled batch as it is.
+    """
+    batch = x.shape[0]
+    if batch % 2:
+        raise ValueError(f"forward_with_cfg needs an even batch (cond ++ uncond), got {batch}")
+    half = x[: batch // 2]
+    output = model(torch.cat([half, half]), t, y)
+    pred, rest = output[:, :channels], output[:, channels:]
+    cond, uncond = pred.chunk(2)
+    guided = torch.cat([guidance_combine(cond, uncond, scale), rest[: batch // 2]], dim=1)
+    return torch.cat([guided, guided])
+
+
 def classifier_free_guidance(
     model: ConditionalModel,
     scale: float,

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ant.diffusion.guidance import guide_doubled_batch
 from ant.models.embeddings import LabelEmbedder, timestep_frequency_embedding
 from ant.models.unet_blocks import (
     AttentionBlock,
@@ -257,16 +258,7 @@ class ADMUNet(nn.Module):
         """
         if self.null_label is None:
             raise ValueError("classifier-free guidance needs an ADM with a null label")
-        batch = x.shape[0]
-        if batch % 2:
-            raise ValueError(f"forward_with_cfg needs an even batch (cond ++ uncond), got {batch}")
-        half = x[: batch // 2]
-        out = self.forward(torch.cat([half, half]), t, y)
-        eps, rest = out[:, : self.in_channels], out[:, self.in_channels :]
-        eps_cond, eps_uncond = eps.chunk(2)
-        guided = eps_uncond + cfg_scale * (eps_cond - eps_uncond)
-        guided = torch.cat([guided, rest[: batch // 2]], dim=1)
-        return torch.cat([guided, guided])
+        return guide_doubled_batch(self.forward, x, t, y, cfg_scale, self.in_channels)
 
 
 def _check_options(

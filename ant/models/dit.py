@@ -20,6 +20,7 @@ from timm.layers import Mlp, PatchEmbed
 from timm.models.vision_transformer import Attention
 from torch import nn
 
+from ant.diffusion.guidance import guide_doubled_batch
 from ant.models.embeddings import LabelEmbedder, TimestepEmbedder, sincos_pos_embed_2d
 
 __all__ = ["DiT", "DiTBlock", "FinalLayer", "modulate"]
@@ -254,13 +255,4 @@ class DiT(nn.Module):
         """
         if self.null_label is None:
             raise ValueError("classifier-free guidance needs a DiT with a null label")
-        batch = x.shape[0]
-        if batch % 2:
-            raise ValueError(f"forward_with_cfg needs an even batch (cond ++ uncond), got {batch}")
-        half = x[: batch // 2]
-        out = self.forward(torch.cat([half, half]), t, y)
-        eps, rest = out[:, : self.in_channels], out[:, self.in_channels :]
-        eps_cond, eps_uncond = eps.chunk(2)
-        guided = eps_uncond + cfg_scale * (eps_cond - eps_uncond)
-        guided = torch.cat([guided, rest[: batch // 2]], dim=1)
-        return torch.cat([guided, guided])
+        return guide_doubled_batch(self.forward, x, t, y, cfg_scale, self.in_channels)
