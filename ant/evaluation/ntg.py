@@ -287,16 +287,8 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
             clip_x0=settings.clip_x0,
             num_classes=info.num_classes,
         )
-        draw = BatchSampler(
-            model.to(device),
-            shared.diffusion,
-            sampler=settings.sampler,
-            steps=settings.steps,
-            eta=settings.eta,
-            cfg_scale=settings.cfg_scale,
-            clip_x0=settings.clip_x0,
-            device=device,
-            decoder=decoder,
+        draw = BatchSampler.from_settings(
+            model.to(device), shared.diffusion, settings, device, decoder
         )
         draw_to_folder(
             draw,

@@ -164,16 +164,8 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
         clip_x0=settings.clip_x0,
         num_classes=info.num_classes,
     )
-    draw = BatchSampler(
-        loaded.model.to(device),
-        loaded.diffusion,
-        sampler=settings.sampler,
-        steps=settings.steps,
-        eta=settings.eta,
-        cfg_scale=settings.cfg_scale,
-        clip_x0=settings.clip_x0,
-        device=device,
-        decoder=decoder,
+    draw = BatchSampler.from_settings(
+        loaded.model.to(device), loaded.diffusion, settings, device, decoder
     )
     sampled = time.perf_counter()
     written, _ = draw_to_folder(

@@ -118,16 +118,8 @@ def sample_command(
         class_label=class_label,
         clip_x0=clip_x0,
     )
-    draw = BatchSampler(
-        loaded.model.to(device),
-        loaded.diffusion,
-        sampler=settings.sampler,
-        steps=settings.steps,
-        eta=settings.eta,
-        cfg_scale=settings.cfg_scale,
-        clip_x0=settings.clip_x0,
-        device=device,
-        decoder=decoder,
+    draw = BatchSampler.from_settings(
+        loaded.model.to(device), loaded.diffusion, settings, device, decoder
     )
     about = (
         f"{loaded.weights} weights of step {loaded.step}, {settings.sampler} "

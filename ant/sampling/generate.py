@@ -20,6 +20,7 @@ from ant.sampling.labels import class_labels
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.noise import SampleNoise
 from ant.sampling.progress import step_progress
+from ant.sampling.settings import SampleSettings
 
 SAMPLERS: tuple[SamplerName, ...] = ("ddpm", "ddim")
 
@@ -84,6 +85,28 @@ class BatchSampler:
             self.denoiser = classifier_free_guidance(
                 model, cfg_scale, null_label=self.info.null_label, learn_sigma=diffusion.learn_sigma
             )
+
+    @classmethod
+    def from_settings(
+        cls,
+        model: nn.Module,
+        diffusion: GaussianDiffusion,
+        settings: SampleSettings,
+        device: torch.device | str,
+        decoder: SampleDecoder | None = None,
+    ) -> BatchSampler:
+        """A sampler with resolved ``ant sample`` / ``ant eval`` settings."""
+        return cls(
+            model,
+            diffusion,
+            sampler=settings.sampler,
+            steps=settings.steps,
+            eta=settings.eta,
+            cfg_scale=settings.cfg_scale,
+            clip_x0=settings.clip_x0,
+            device=device,
+            decoder=decoder,
+        )
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
