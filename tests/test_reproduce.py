@@ -445,6 +445,51 @@ def test_rerun_resumes_an_interrupted_run_and_repairs_lost_evaluations(
     assert state["vanilla-s0"]["repaired_evals"] == [6]
 
 
+def test_an_archive_keeps_the_results_and_continues_with_more_seeds(
+    swept: tuple[list[str], Path, float],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_session_cache(tmp_path_factory, monkeypatch)
+    args, out, _ = swept
+    archive = tmp_path_factory.mktemp("archive") / "digits"
+    result = invoke(*args, "--report-only", "--archive", str(archive))
+    assert result.exit_code == 0, result.output
+    assert "archived 4 finished runs" in result.output
+    assert not list(archive.rglob("*.pt"))
+    assert {p.name for p in (archive / "runs" / "vanilla-s0").iterdir()} == {
+        "recipe.yaml",
+        "metrics.jsonl",
+        "clusters.json",
+        "archived.json",
+    }
+    original = json.loads((out / "results.json").read_text())["variants"]
+    kept = json.loads((archive / "results.json").read_text())["variants"]
+    for old, new in zip(original, kept, strict=True):
+        assert new["final"] == old["final"] and new["num_seeds"] == 2
+    assert (archive / "curves_fd.png").is_file() and (archive / "sweep.json").is_file()
+
+    at_archive = [*args[: args.index("--out")], "--out", str(archive)]
+    seeds = at_archive.index("--seeds") + 1
+    at_archive[seeds] = "0,1,2"
+    at_archive[at_archive.index("--variants") + 1] = "vanilla"
+    more = invoke(*at_archive)
+    assert more.exit_code == 0, more.output
+    assert "1 trained, 2 already finished" in more.output
+    vanilla = json.loads((archive / "results.json").read_text())["variants"][0]
+    assert vanilla["seeds"] == [0, 1, 2]
+    assert vanilla["final"]["fd"]["values"][:2] == original[0]["final"]["fd"]["values"]
+
+    longer = [
+        *at_archive[: at_archive.index("--steps") + 1],
+        "9",
+        *at_archive[at_archive.index("--steps") + 2 :],
+    ]
+    refused = invoke(*longer)
+    assert refused.exit_code == 2
+    assert "archived at step 6 without checkpoints" in refused.output
+
+
 def test_a_failing_run_does_not_stop_the_sweep(tiny_recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     # A launcher that fails at once stands in for a crashing trainer.

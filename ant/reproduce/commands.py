@@ -94,6 +94,13 @@ def default_eval_every(steps: int) -> int:
 @click.option("--flat-window", type=float, default=0.25, show_default=True)
 @click.option("--flat-tolerance", type=float, default=0.05, show_default=True)
 @click.option("--report-only", is_flag=True, help="Only aggregate what is on disk; no training.")
+@click.option(
+    "--archive",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also copy the finished runs without checkpoints (recipe, metrics) and the report "
+    "into this folder; a later sweep with it as --out trains only what is missing.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and the commands; no training.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (lines with ETA remain).")
 def reproduce_command(
@@ -121,6 +128,7 @@ def reproduce_command(
     flat_window: float,
     flat_tolerance: float,
     report_only: bool,
+    archive: Path | None,
     dry_run: bool,
     no_progress: bool,
 ) -> None:
@@ -210,6 +218,14 @@ def reproduce_command(
         plan, records, reference=reference, flattening=flattening, band=band
     )
     _summary(results)
+    if archive is not None:
+        from ant.reproduce.archive import archive_sweep
+
+        archived_plan, archived = archive_sweep(plan, archive)
+        written += write_report(
+            archived_plan, records, reference=reference, flattening=flattening, band=band
+        )[1]
+        click.echo(f"archived {len(archived)} finished runs to {archive}", err=True)
     for path in written:
         click.echo(f"wrote {path}")
     if code:

@@ -7,6 +7,7 @@ every run is evaluated alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,8 @@ def make_plan(config: SweepConfig) -> Plan:
 # --- the state of a run on disk -------------------------------------------------------------
 
 NEW, PARTIAL, FINISHED = "new", "partial", "finished"
+ARCHIVE_FILE = "archived.json"
+"""Marks a run copied without checkpoints by ``--archive``: ``{"step": budget}``."""
 
 
 def resume_step(run: PlannedRun) -> int:
@@ -222,11 +225,31 @@ def resume_step(run: PlannedRun) -> int:
     return found[-1][0] if found else 0
 
 
+def archived_step(run: PlannedRun) -> int | None:
+    """The budget an archived run (``RUN/archived.json``) finished at; ``None`` if not archived."""
+    path = run.directory / ARCHIVE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["step"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise AntError(f"{path} is not an archive marker ({err}): delete it and the run") from err
+
+
 def run_state(run: PlannedRun) -> str:
-    """``finished`` (a checkpoint at the budget step), ``partial`` (an earlier one) or ``new``."""
+    """``finished`` (a checkpoint at the budget step, or archived there), ``partial`` (an
+    earlier checkpoint) or ``new``."""
     steps = run.recipe.train.steps
     if checkpoint_path(run.directory, steps).is_file():
         return FINISHED
+    archived = archived_step(run)
+    if archived == steps:
+        return FINISHED
+    if archived is not None:
+        raise AntError(
+            f"{run.directory} was archived at step {archived} without checkpoints and cannot "
+            f"train to --steps {steps}: ask for --steps {archived} or use another --out"
+        )
     found = list_checkpoints(run.directory)
     if found and found[-1][0] > steps:
         raise AntError(
