@@ -101,9 +101,15 @@ def test_flattening_criterion() -> None:
     assert flattened(steps, fd, 0.25, 0.10) is True
     # last 50%: steps >= 400 -> 30.0 ... 20.5
     assert relative_change(steps, fd, 0.5) == pytest.approx(9.5 / 20.5)
-    # cut at 700: window [525, 700] -> 22, 21: 1/21 < 0.05, the first cut that is flat
-    assert flattened_at(steps, fd, 0.25, 0.05) == 700
+    # not flat at the end: no budget, although the cut at 700 (22, 21: 1/21 < 0.05) was flat
+    assert flattened_at(steps, fd, 0.25, 0.05) is None
     assert flattened_at(steps, fd, 0.25, 0.01) is None
+    # tolerance 10%: flat from the cut at 700 on (600 -> 500, 600: 25, 22, 14%, is not)
+    assert flattened_at(steps, fd, 0.25, 0.10) == 700
+    # a false plateau at 300-400 (40, 39.8) that the curve leaves again does not count
+    plateau = [100.0, 60.0, 40.0, 39.8, 30.0, 24.0, 23.5, 23.2]
+    assert flattened(steps[:4], plateau[:4], 0.25, 0.05) is True
+    assert flattened_at(steps, plateau, 0.25, 0.05) == 700
     assert relative_change([100], [5.0], 0.25) is None  # one point: undefined
     assert flattened([100, 200], [5.0, 4.0], 0.25, 0.05) is None  # window holds one point
     with pytest.raises(ValueError):

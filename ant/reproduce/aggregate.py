@@ -152,18 +152,24 @@ def flattened(
 def flattened_at(
     steps: Sequence[int], values: Sequence[float], window: float, tolerance: float
 ) -> int | None:
-    """The first step s at which the curve cut at s is :func:`flattened`; ``None`` if none.
+    """The first step s from which on the curve stays flat: the curve cut at s, and cut at every
+    later evaluated step, is :func:`flattened`. ``None`` if the whole curve is not flattened.
 
-    This is the smallest budget at which a run of this length would have been called flat: the
-    step budget to choose for a comparison.
+    This is the smallest budget at which a run of this length would have been called flat, and
+    longer runs too: the step budget to choose for a comparison. A temporary plateau that the
+    curve leaves again (two close values in a row, then a further fall) does not count.
 
     >>> flattened_at([100, 200, 300, 400], [10.0, 6.0, 5.2, 5.0], 0.25, 0.05)
     400
+    >>> flattened_at([100, 200, 300, 400, 500], [10.0, 6.0, 5.9, 4.0, 3.0], 0.25, 0.05) is None
+    True
     """
-    for end in range(1, len(steps) + 1):
-        if flattened(steps[:end], values[:end], window, tolerance):
-            return int(steps[end - 1])
-    return None
+    found = None
+    for end in range(len(steps), 0, -1):
+        if not flattened(steps[:end], values[:end], window, tolerance):
+            break
+        found = int(steps[end - 1])
+    return found
 
 
 def seconds_per_step(records: Iterable[Mapping[str, Any]], global_batch_size: int) -> float | None:

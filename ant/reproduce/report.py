@@ -301,7 +301,7 @@ def markdown(results: Mapping[str, Any], plots: Sequence[Path]) -> str:
         f"- Flattened: the seed-mean {primary.upper()} changed by less than "
         f"{flat['tolerance']:.0%} over the last {flat['window']:.0%} of the steps "
         "(|first - last| / last within that window); `flattened_at` in results.json is the "
-        "first step at which that held.",
+        "first step from which on that held to the end.",
         "- s/step: median training seconds per step from samples_per_s in metrics.jsonl; "
         "eval s: mean seconds of one evaluation.",
         "",
