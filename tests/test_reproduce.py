@@ -451,6 +451,14 @@ def test_rerun_resumes_an_interrupted_run_and_repairs_lost_evaluations(
     assert state["vanilla-s0"]["repaired_evals"] == [6]
 
 
+def with_options(args: list[str], values: dict[str, str]) -> list[str]:
+    """``args`` with the values of the options named in ``values`` replaced."""
+    out = list(args)
+    for option, value in values.items():
+        out[out.index(option) + 1] = value
+    return out
+
+
 def test_an_archive_keeps_the_results_and_continues_with_more_seeds(
     swept: tuple[list[str], Path, float],
     tmp_path_factory: pytest.TempPathFactory,
@@ -475,10 +483,9 @@ def test_an_archive_keeps_the_results_and_continues_with_more_seeds(
         assert new["final"] == old["final"] and new["num_seeds"] == 2
     assert (archive / "curves_fd.png").is_file() and (archive / "sweep.json").is_file()
 
-    at_archive = [*args[: args.index("--out")], "--out", str(archive)]
-    seeds = at_archive.index("--seeds") + 1
-    at_archive[seeds] = "0,1,2"
-    at_archive[at_archive.index("--variants") + 1] = "vanilla"
+    at_archive = with_options(
+        args, {"--out": str(archive), "--seeds": "0,1,2", "--variants": "vanilla"}
+    )
     more = invoke(*at_archive)
     assert more.exit_code == 0, more.output
     assert "1 trained, 2 already finished" in more.output
@@ -486,12 +493,7 @@ def test_an_archive_keeps_the_results_and_continues_with_more_seeds(
     assert vanilla["seeds"] == [0, 1, 2]
     assert vanilla["final"]["fd"]["values"][:2] == original[0]["final"]["fd"]["values"]
 
-    longer = [
-        *at_archive[: at_archive.index("--steps") + 1],
-        "9",
-        *at_archive[at_archive.index("--steps") + 2 :],
-    ]
-    refused = invoke(*longer)
+    refused = invoke(*with_options(at_archive, {"--steps": "9"}))
     assert refused.exit_code == 2
     assert "archived at step 6 without checkpoints" in refused.output
 
