@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 import ant.reproduce.aggregate as aggregate
 import ant.reproduce.commands as commands
+import ant.reproduce.report as report
 import ant.reproduce.sweep as sweep
 import ant.reproduce.variants as variants
 from ant.cli import cli
@@ -45,10 +46,18 @@ from .eval_helpers import use_session_cache
 # --- pure aggregation, known answers ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [aggregate, variants, sweep, commands])
+@pytest.mark.parametrize("module", [aggregate, variants, sweep, commands, report])
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_distance_curves_spanning_a_decade_get_a_log_axis() -> None:
+    assert report.y_scale("fd", [5.0 * 20.0, 20.0]) == "log"
+    assert report.y_scale("fid", [99.0, 20.0]) == "linear"
+    assert report.y_scale("kid", [0.5, -0.001]) == "linear", "a log axis cannot show <= 0"
+    assert report.y_scale("fd", []) == "linear"
+    assert report.y_scale("precision", [0.01, 0.9]) == "linear", "higher-is-better stays linear"
 
 
 def test_summarize_mean_and_sample_std() -> None:
@@ -235,17 +244,20 @@ def test_plan_refuses_what_would_make_runs_incomparable(tiny_recipe: Path, tmp_p
         make_plan(config(tiny_recipe, out, extra=("optim.lrr=1",)))
 
 
-def test_gradient_variant_needs_an_affinity_matrix(tiny_recipe: Path, tmp_path: Path) -> None:
+def test_gradient_variant_needs_an_affinity_matrix(
+    tiny_recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     names = "vanilla,uw-gradient"
     plan = make_plan(config(tiny_recipe, tmp_path / "out", names))
     assert "ant analyze affinity" in plan.skipped["uw-gradient"]
     assert {r.variant for r in plan.runs} == {"vanilla"}
-    matrix = tmp_path / "affinity.npy"
+    matrix = Path("affinity.npy")
     np.save(matrix, np.eye(10, dtype=np.float32))
     plan = make_plan(config(tiny_recipe, tmp_path / "out", names, affinity=matrix))
     assert not plan.skipped
     gradient = plan.of("uw-gradient")[0]
-    assert gradient.recipe.clustering.affinity == str(matrix.resolve())
+    assert gradient.recipe.clustering.affinity == "affinity.npy", "kept relative: portable"
     assert plan.of("vanilla")[0].recipe.clustering.affinity is None
     with pytest.raises(AntError, match="file not found"):
         make_plan(config(tiny_recipe, tmp_path / "out", names, affinity=tmp_path / "no.npy"))

@@ -99,6 +99,8 @@ class SweepConfig:
     out: Path
     data: str | None = None
     affinity: Path | None = None
+    """Kept as given (relative to the working directory, like ``data.shards``), so that an
+    archived sweep resumes in another checkout."""
     extra: Sequence[str] = ()
     """``--set`` overrides for every run."""
 
@@ -192,7 +194,7 @@ def make_plan(config: SweepConfig) -> Plan:
                     "pass --affinity DIR/affinity.npy"
                 )
                 continue
-            overrides.append(f"clustering.affinity={config.affinity.resolve()}")
+            overrides.append(f"clustering.affinity={config.affinity}")
         runs = []
         for seed in config.seeds:
             with_seed = (*overrides, f"train.seed={seed}")

@@ -329,22 +329,44 @@ def write_markdown(results: Mapping[str, Any], plots: Sequence[Path], out: Path)
     return path
 
 
+LOG_SPAN = 5.0
+"""A distance curve whose largest value is this many times its smallest is drawn on a log axis."""
+
+
+def y_scale(metric: str, values: Sequence[float]) -> str:
+    """``log`` for a positive distance (FD, FID) spanning ``LOG_SPAN``× or more, else ``linear``.
+
+    Early evaluations of a diffusion model are far off (digits: FD 250 at step 250, 20-30 at the
+    end); on a linear axis they squash the differences between variants that the plot is for.
+
+    >>> y_scale("fd", [250.0, 60.0, 20.0]), y_scale("fd", [40.0, 20.0])
+    ('log', 'linear')
+    >>> y_scale("accuracy", [0.1, 1.0])
+    'linear'
+    """
+    if not lower_is_better(metric) or not values or min(values) <= 0:
+        return "linear"
+    return "log" if max(values) >= LOG_SPAN * min(values) else "linear"
+
+
 def plot_metric(results: Mapping[str, Any], metric: str, out: Path, *, band: str = "std") -> Path:
     """``metric`` against the step: one line per variant (seed mean) with a band over seeds.
 
     ``band`` is ``std`` (mean ± one sample standard deviation) or ``minmax`` (the seeds' range);
     with one seed there is no band. The reference variant's final mean of the primary metric is
-    a dashed horizontal line.
+    a dashed horizontal line. The y axis is chosen by :func:`y_scale`.
     """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.0, 4.0))
     ax = figure.subplots()
+    drawn: list[float] = []
     for variant in results["variants"]:
         curve = variant.get("curves", {}).get(metric)
         if not curve or not curve["steps"]:
             continue
         steps, mean = curve["steps"], curve["mean"]
+        drawn.extend(mean)
         (line,) = ax.plot(
             steps,
             mean,
@@ -372,7 +394,9 @@ def plot_metric(results: Mapping[str, Any], metric: str, out: Path, *, band: str
         )
     ax.set_xlabel("step")
     name = metric.upper() if lower_is_better(metric) else metric
-    ax.set_ylabel(name)
+    scale = y_scale(metric, drawn)
+    ax.set_yscale(scale)
+    ax.set_ylabel(f"{name} (log scale)" if scale == "log" else name)
     spread = "± 1 std" if band == "std" else "min-max"
     ax.set_title(f"{name} of the EMA model: seed mean, {spread} over seeds", fontsize="medium")
     ax.grid(alpha=0.3)
