@@ -32,9 +32,11 @@ from ant.reproduce.aggregate import (
     summarize,
 )
 from ant.reproduce.plan import (
+    ARCHIVE_FILE,
     EvalSettings,
     SweepConfig,
     make_plan,
+    resume_step,
     run_state,
 )
 from ant.reproduce.report import Flattening, build_results
@@ -261,6 +263,18 @@ def test_gradient_variant_needs_an_affinity_matrix(
     assert plan.of("vanilla")[0].recipe.clustering.affinity is None
     with pytest.raises(AntError, match="file not found"):
         make_plan(config(tiny_recipe, tmp_path / "out", names, affinity=tmp_path / "no.npy"))
+
+
+def test_archived_runs_count_as_done_for_the_eta(tiny_recipe: Path, tmp_path: Path) -> None:
+    plan = make_plan(config(tiny_recipe, tmp_path / "out"))
+    archived, partial = plan.runs[0], plan.runs[1]
+    archived.directory.mkdir(parents=True)
+    (archived.directory / ARCHIVE_FILE).write_text('{"step": 6}')
+    checkpoint_path(partial.directory, 3).parent.mkdir(parents=True)
+    checkpoint_path(partial.directory, 3).write_bytes(b"")
+    assert run_state(archived) == "finished" and resume_step(archived) == 6
+    assert resume_step(partial) == 3
+    assert sweep.Sweep(plan, show=False)._remaining() == 3 + 6 + 6, "archived: nothing left"
 
 
 def _fake_run(directory: Path, fd: dict[int, float], accuracy: dict[int, float]) -> None:

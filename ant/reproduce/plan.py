@@ -222,9 +222,12 @@ ARCHIVE_FILE = "archived.json"
 
 
 def resume_step(run: PlannedRun) -> int:
-    """The step a (re)started run continues from: its newest checkpoint, else 0."""
+    """The step a run has reached: its newest checkpoint, else the step it was archived at
+    (``RUN/archived.json``), else 0."""
     found = list_checkpoints(run.directory)
-    return found[-1][0] if found else 0
+    if found:
+        return found[-1][0]
+    return archived_step(run) or 0
 
 
 def archived_step(run: PlannedRun) -> int | None:

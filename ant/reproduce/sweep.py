@@ -143,7 +143,7 @@ def last_logged_step(run_dir: Path) -> int:
 
 
 def missing_evals(run: PlannedRun) -> list[int]:
-    """Evaluation steps (multiples of ``eval.every`` up to the newest checkpoint) that have no
+    """Evaluation steps (multiples of ``eval.every`` up to :func:`resume_step`) that have no
     ``eval/`` record in ``metrics.jsonl``: a run killed while it evaluated, after saving the
     checkpoint of that step, resumes past the evaluation."""
     every = run.recipe.eval.every
