@@ -39,7 +39,7 @@ from ant.reproduce.plan import (
     resume_step,
     run_state,
 )
-from ant.reproduce.report import Flattening, build_results
+from ant.reproduce.report import Flattening, build_results, markdown
 from ant.reproduce.variants import CATALOGUE, PRESETS, Variant, parse_variants
 from ant.training.checkpoint import checkpoint_path, list_checkpoints
 
@@ -93,6 +93,18 @@ def test_seed_curve_averages_the_steps_every_seed_has() -> None:
     assert [p.std for p in curve.points] == [1.0, 1.0]
     assert [(p.minimum, p.maximum) for p in curve.points] == [(4.0, 6.0), (2.0, 4.0)]
     assert seed_curve([]).steps == []
+
+
+def test_paired_comparison_counts_seeds_where_the_variant_is_better() -> None:
+    vanilla = {0: 30.0, 1: 25.0, 2: 28.0}
+    found = aggregate.paired({0: 20.0, 1: 25.0, 2: 29.0}, vanilla)
+    assert found is not None
+    assert found.seeds == [0, 1, 2] and found.better == 1, "a tie (seed 1) is not better"
+    assert found.differences == [-10.0, 0.0, 1.0]
+    assert found.mean_difference == pytest.approx(-3.0)
+    higher = aggregate.paired({0: 0.9, 1: 0.7}, {0: 0.8, 1: 0.8}, lower_is_better=False)
+    assert higher is not None and higher.better == 1
+    assert aggregate.paired({3: 1.0}, vanilla) is None
 
 
 def test_first_reach() -> None:
@@ -324,6 +336,16 @@ def test_results_of_synthetic_runs(tiny_recipe: Path, tmp_path: Path) -> None:
     }
     assert uw["reaches_reference_at"] == 4  # 21 <= 22 at step 4
     assert uw["relative_change"] == pytest.approx(6 / 15, rel=1e-5)
+    # paired with vanilla on seed 0 only, the one both finished: 15 - 20
+    assert uw["vs_reference"] == {
+        "seeds": [0],
+        "better": 1,
+        "differences": [-5.0],
+        "mean_difference": -5.0,
+    }
+    assert vanilla["vs_reference"] is None
+    row = next(line for line in markdown(results, []).splitlines() if line.startswith("| uw-"))
+    assert "| 1/1 (-5) |" in row
 
 
 # --- the sweep end to end ---------------------------------------------------------------------

@@ -119,6 +119,42 @@ def first_reach(
     return None
 
 
+@dataclass(frozen=True)
+class Paired:
+    """A variant against the reference on the seeds both finished (same seed, same data order
+    and initialisation): how many seeds it is better on, and the per-seed differences."""
+
+    seeds: list[int]
+    better: int
+    differences: list[float]
+    """``variant - reference`` per seed, in ``seeds`` order."""
+
+    @property
+    def mean_difference(self) -> float:
+        """The mean of :attr:`differences`."""
+        return statistics.fmean(self.differences)
+
+
+def paired(
+    values: Mapping[int, float], reference: Mapping[int, float], *, lower_is_better: bool = True
+) -> Paired | None:
+    """Compare final values seed by seed (``seed -> value``); ``None`` without a shared seed.
+
+    Seeds fix the initialisation and the data order, so a per-seed comparison removes the
+    variance both runs share; a tie is not better.
+
+    >>> p = paired({0: 20.0, 1: 26.0, 2: 30.0}, {0: 31.0, 1: 25.0, 2: 33.0, 3: 40.0})
+    >>> p.seeds, p.better, p.differences, p.mean_difference
+    ([0, 1, 2], 2, [-11.0, 1.0, -3.0], -4.333333333333333)
+    """
+    shared = sorted(set(values) & set(reference))
+    if not shared:
+        return None
+    differences = [values[s] - reference[s] for s in shared]
+    sign = 1.0 if lower_is_better else -1.0
+    return Paired(shared, sum(sign * d < 0 for d in differences), differences)
+
+
 def relative_change(steps: Sequence[int], values: Sequence[float], window: float) -> float | None:
     """Relative change of a curve over its last ``window`` fraction of steps.
 

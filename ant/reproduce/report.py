@@ -24,6 +24,7 @@ from ant.reproduce.aggregate import (
     flattened_at,
     lower_is_better,
     mean_eval_seconds,
+    paired,
     relative_change,
     seconds_per_step,
     seed_curve,
@@ -164,6 +165,7 @@ def build_results(
         result["runs"] = [{k: v for k, v in e.items() if k != "log"} for e in entries]
         variants.append(result)
     _add_reach(variants, primary, reference)
+    _add_paired(variants, primary, reference)
     return {
         "format": FORMAT,
         "recipe": config.recipe,
@@ -221,6 +223,43 @@ def _add_reach(variants: list[dict[str, Any]], primary: str | None, reference: s
         )
 
 
+def _seed_values(variant: Mapping[str, Any], metric: str) -> dict[int, float]:
+    final = variant.get("final", {}).get(metric)
+    if final is None:
+        return {}
+    return dict(zip(variant["seeds"], final["values"], strict=True))
+
+
+def _add_paired(variants: list[dict[str, Any]], primary: str | None, reference: str) -> None:
+    ref = next((v for v in variants if v["name"] == reference), None)
+    for variant in variants:
+        if "skipped" in variant:
+            continue
+        found = None
+        if primary is not None and ref is not None and variant is not ref:
+            found = paired(
+                _seed_values(variant, primary),
+                _seed_values(ref, primary),
+                lower_is_better=lower_is_better(primary),
+            )
+        variant["vs_reference"] = (
+            None
+            if found is None
+            else {
+                "seeds": found.seeds,
+                "better": found.better,
+                "differences": [_number(d) for d in found.differences],
+                "mean_difference": _number(found.mean_difference),
+            }
+        )
+
+
+def _vs(found: Mapping[str, Any] | None) -> str:
+    if not found:
+        return "–"
+    return f"{found['better']}/{len(found['seeds'])} ({found['mean_difference']:+.3g})"
+
+
 def write_json(results: Mapping[str, Any], out: Path) -> Path:
     """``OUT/results.json``, atomically."""
     path = out / RESULTS_JSON
@@ -270,7 +309,13 @@ def markdown(results: Mapping[str, Any], plots: Sequence[Path]) -> str:
     other = [m for m in results["metrics"] if m != primary and m in PLOTTED]
     header = ["variant", "seeds", f"final {primary.upper()}"]
     header += [f"final {m}" for m in other]
-    header += [f"reaches {reference}'s final {primary.upper()} at", "flattened", "s/step", "eval s"]
+    header += [
+        f"better than {reference} (paired seeds)",
+        f"reaches {reference}'s final {primary.upper()} at",
+        "flattened",
+        "s/step",
+        "eval s",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in results["variants"]:
         if "skipped" in variant:
@@ -285,6 +330,7 @@ def markdown(results: Mapping[str, Any], plots: Sequence[Path]) -> str:
         row = [variant["name"], seeds_text, _pm(final.get(primary))]
         row += [_pm(final.get(m)) for m in other]
         row += [
+            _vs(variant.get("vs_reference")),
             reach_text,
             _yes_no(variant.get("flattened")),
             _time(variant.get("seconds_per_step")),
@@ -295,6 +341,10 @@ def markdown(results: Mapping[str, Any], plots: Sequence[Path]) -> str:
         "",
         f"- Final values: mean ± sample standard deviation over the finished seeds at step "
         f"{results['steps']}.",
+        f"- Better than {reference}: on how many of the seeds both finished the variant's final "
+        f"{primary.upper()} is better than {reference}'s with the same seed (same initialisation "
+        "and data order), and in brackets the mean per-seed difference (variant - "
+        f"{reference}).",
         f"- Reaches: the first evaluated step at which the variant's seed-mean {primary.upper()} "
         f"is at least as good as {reference}'s final mean"
         + (f" ({target:.4g})." if target is not None else " (not available)."),
