@@ -20,6 +20,7 @@ import ant.reproduce.sweep as sweep
 import ant.reproduce.variants as variants
 from ant.cli import cli
 from ant.errors import AntError
+from ant.recipes import dump_recipe
 from ant.reproduce.aggregate import (
     eval_curve,
     eval_metrics,
@@ -36,6 +37,7 @@ from ant.reproduce.plan import (
     EvalSettings,
     SweepConfig,
     make_plan,
+    recipe_differences,
     resume_step,
     run_state,
 )
@@ -54,7 +56,7 @@ def test_docstring_examples(module: object) -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_distance_curves_spanning_a_decade_get_a_log_axis() -> None:
+def test_distance_curves_spanning_five_times_get_a_log_axis() -> None:
     assert report.y_scale("fd", [5.0 * 20.0, 20.0]) == "log"
     assert report.y_scale("fid", [99.0, 20.0]) == "linear"
     assert report.y_scale("kid", [0.5, -0.001]) == "linear", "a log axis cannot show <= 0"
@@ -272,6 +274,14 @@ def test_gradient_variant_needs_an_affinity_matrix(
     assert not plan.skipped
     gradient = plan.of("uw-gradient")[0]
     assert gradient.recipe.clustering.affinity == "affinity.npy", "kept relative: portable"
+    gradient.directory.mkdir(parents=True)
+    absolute = make_plan(config(tiny_recipe, tmp_path / "out", names, affinity=matrix.resolve()))
+    written = dump_recipe(absolute.of("uw-gradient")[0].recipe)
+    (gradient.directory / "recipe.yaml").write_text(written)
+    assert recipe_differences(gradient) == [], "the same file, named absolute or relative"
+    np.save("other.npy", np.eye(10, dtype=np.float32))
+    other = make_plan(config(tiny_recipe, tmp_path / "out", names, affinity=Path("other.npy")))
+    assert recipe_differences(other.of("uw-gradient")[0]) == ["clustering.affinity"]
     assert plan.of("vanilla")[0].recipe.clustering.affinity is None
     with pytest.raises(AntError, match="file not found"):
         make_plan(config(tiny_recipe, tmp_path / "out", names, affinity=tmp_path / "no.npy"))

@@ -266,6 +266,8 @@ def run_state(run: PlannedRun) -> str:
 
 IGNORED_KEYS = (("train", "steps"), ("name",))
 """Keys that may differ between a run's recipe and the plan: the budget can be raised."""
+PATH_KEYS = (("clustering", "affinity"),)
+"""File keys compared by the file they name: relative (to the working directory) or absolute."""
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -281,7 +283,7 @@ def recipe_differences(run: PlannedRun) -> list[str]:
     """Keys where the recipe a run was trained with (``RUN/recipe.yaml``) differs from the plan.
 
     Empty for a new run. ``train.steps`` and ``name`` are ignored: raising ``--steps`` resumes
-    finished runs towards the new budget.
+    finished runs towards the new budget. :data:`PATH_KEYS` are compared as resolved paths.
     """
     path = run.directory / "recipe.yaml"
     if not path.is_file():
@@ -295,6 +297,11 @@ def recipe_differences(run: PlannedRun) -> list[str]:
                     tree[section].pop(rest[0], None)
                 elif not rest:
                     tree.pop(section, None)
+    for tree in (old, new):
+        for section, key in PATH_KEYS:
+            part = tree.get(section) if isinstance(tree, dict) else None
+            if isinstance(part, dict) and isinstance(part.get(key), str):
+                part[key] = str(Path(part[key]).resolve())
     return _differences(old, new)
 
 

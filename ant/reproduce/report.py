@@ -136,7 +136,7 @@ def build_results(
         }
         for name in metrics:
             curves = [eval_curve(e["log"], name) for e in done]
-            curves = [c for c in curves if c]
+            curves = [c for c in curves if steps in c]
             if len(curves) != len(done) or not curves:
                 continue
             combined = seed_curve(curves)
@@ -257,7 +257,9 @@ def _add_paired(variants: list[dict[str, Any]], primary: str | None, reference: 
 def _vs(found: Mapping[str, Any] | None) -> str:
     if not found:
         return "–"
-    return f"{found['better']}/{len(found['seeds'])} ({found['mean_difference']:+.3g})"
+    count = f"{found['better']}/{len(found['seeds'])}"
+    difference = found["mean_difference"]
+    return count if difference is None else f"{count} ({difference:+.3g})"
 
 
 def write_json(results: Mapping[str, Any], out: Path) -> Path:
@@ -404,19 +406,21 @@ def plot_metric(results: Mapping[str, Any], metric: str, out: Path, *, band: str
 
     ``band`` is ``std`` (mean ± one sample standard deviation) or ``minmax`` (the seeds' range);
     with one seed there is no band. The reference variant's final mean of the primary metric is
-    a dashed horizontal line. The y axis is chosen by :func:`y_scale`.
+    a dashed horizontal line. The y axis is chosen by :func:`y_scale`; on a log axis a band
+    is cut at half the mean, where mean - std may be zero or negative.
     """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.0, 4.0))
     ax = figure.subplots()
-    drawn: list[float] = []
-    for variant in results["variants"]:
-        curve = variant.get("curves", {}).get(metric)
-        if not curve or not curve["steps"]:
-            continue
+    curves = [
+        (variant, variant["curves"][metric])
+        for variant in results["variants"]
+        if variant.get("curves", {}).get(metric, {}).get("steps")
+    ]
+    scale = y_scale(metric, [m for _, curve in curves for m in curve["mean"]])
+    for variant, curve in curves:
         steps, mean = curve["steps"], curve["mean"]
-        drawn.extend(mean)
         (line,) = ax.plot(
             steps,
             mean,
@@ -432,6 +436,8 @@ def plot_metric(results: Mapping[str, Any], metric: str, out: Path, *, band: str
         else:
             low = high = None
         if low is not None and high is not None and variant["num_seeds"] > 1:
+            if scale == "log":
+                low = [max(v, m / 2) for v, m in zip(low, mean, strict=True)]
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     target = results.get("reference_final")
     if metric == results.get("primary_metric") and target is not None:
@@ -444,7 +450,6 @@ def plot_metric(results: Mapping[str, Any], metric: str, out: Path, *, band: str
         )
     ax.set_xlabel("step")
     name = metric.upper() if lower_is_better(metric) else metric
-    scale = y_scale(metric, drawn)
     ax.set_yscale(scale)
     ax.set_ylabel(f"{name} (log scale)" if scale == "log" else name)
     spread = "± 1 std" if band == "std" else "min-max"
