@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -140,20 +139,20 @@ def test_bad_costs_are_value_errors() -> None:
         solve_partition(nan, 1)
 
 
-def test_t_1000_k_5_is_solved_in_a_tenth_of_a_second() -> None:
+def test_t_1000_k_5_evaluates_the_cost_in_one_vectorised_call() -> None:
+    """What makes T = 1000 fast: the cost function sees every (start, end) pair in one numpy
+    call, not one Python call per pair (timings: benchmarks/clustering_speed.py)."""
     values = np.arange(1000, dtype=np.float64)
     prefix = np.concatenate(([0.0], np.cumsum(values)))
+    shapes = []
 
     def cost(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        shapes.append(np.broadcast(start, end).shape)
         mid = (start + end) // 2
         above = prefix[end + 1] - prefix[mid + 1] - (end - mid) * values[mid]
         below = (mid - start) * values[mid] - (prefix[mid] - prefix[start])
         return above + below
 
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        result = solve_partition(cost, 5, 1000)
-        timings.append(time.perf_counter() - start)
+    result = solve_partition(cost, 5, 1000)
     assert result.cost == 50_000.0
-    assert min(timings) <= 0.1, timings
+    assert shapes == [(1000, 1000)]
