@@ -11,12 +11,20 @@ python benchmarks/step_throughput.py --model DiT-L/2 --input-size 32 --channels 
 python benchmarks/step_throughput.py --model ADM-T          # the tiny ADM U-Net of digits_adm
 python benchmarks/step_throughput.py --model ADM --model-option model_channels=64 \
     --model-option channel_mult=[1,2]                       # any ADM option (recipe key)
+python benchmarks/step_throughput.py --methods vanilla,uw+conflict,nashmtl:update_every=1 --json
+
+A method is a registered name with optional ``:key=value`` options (``nashmtl:update_every=1``);
+the suffix ``+conflict`` adds ``train.conflict_every=1``, which computes the per-cluster
+gradients on every step (for UW: the grouped gradients alone, applied as UW's update).
+Both the fastest round and the median round are reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -50,8 +58,15 @@ def parse_args(default_methods: str = "vanilla,uw") -> argparse.Namespace:
         "--methods", default=default_methods, help="comma-separated method names, or all"
     )
     parser.add_argument(
-        "--task-grads", choices=["vmap", "backward"], default="vmap", help="per-cluster gradients"
+        "--task-grads",
+        choices=["grouped", "vmap", "backward"],
+        default="grouped",
+        help="per-cluster gradients (default grouped)",
     )
+    parser.add_argument(
+        "--task-grads-dtype", choices=["fp32", "bf16"], default="fp32", help="grouped buffer"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per method")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
@@ -60,6 +75,18 @@ def parse_args(default_methods: str = "vanilla,uw") -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def method_overrides(spec: str) -> list[str]:
+    """Recipe overrides of a method spec ``name[:key=value,...][+conflict]``."""
+    conflict = spec.endswith("+conflict")
+    spec = spec.removesuffix("+conflict")
+    name, _, options = spec.partition(":")
+    overrides = [f"method={{name: {name}}}"]
+    overrides += [f"method.{option}" for option in options.split(",") if option]
+    if conflict:
+        overrides.append("train.conflict_every=1")
+    return overrides
 
 
 def build(args: argparse.Namespace, method: str, ctx: DistContext) -> TrainStep:
@@ -72,18 +99,25 @@ def build(args: argparse.Namespace, method: str, ctx: DistContext) -> TrainStep:
             f"model.in_channels={args.channels}",
             f"model.num_classes={args.classes}",
             *(f"model.{option}" for option in args.model_option),
-            f"method={{name: {method}}}",
+            *method_overrides(method),
             f"clustering.k={args.k}",
             f"train.global_batch_size={args.batch}",
             f"train.precision={args.precision}",
             f"train.compile={str(args.compile).lower()}",
             f"train.task_grads={args.task_grads}",
+            f"train.task_grads_dtype={args.task_grads_dtype}",
         ],
     )
     step, _ = build_train_step(recipe, ctx)
     if args.compile:
         step.model = torch.compile(step.model)  # type: ignore[assignment]
     return step
+
+
+def buffer_gib(step: TrainStep) -> float:
+    """Size (GiB) of the step's ``[k, P]`` per-cluster gradient buffer (0 if it has none)."""
+    rows = step.task_gradient_buffer
+    return 0.0 if rows is None else rows.numel() * rows.element_size() / 2**30
 
 
 def synchronize(device: torch.device) -> None:
@@ -134,9 +168,20 @@ def make_batch(args: argparse.Namespace, device: torch.device) -> tuple[torch.Te
 
 def method_names(spec: str) -> list[str]:
     """The methods to compare, vanilla first (``all``: every registered method)."""
-    names = registry("method").names() if spec == "all" else spec.split(",")
+    names = registry("method").names() if spec == "all" else split_methods(spec)
     names = [n.strip() for n in names if n.strip()]
     return ["vanilla", *[n for n in names if n != "vanilla"]]
+
+
+def split_methods(spec: str) -> list[str]:
+    """Comma-separated method specs; a comma inside ``name:a=1,b=2`` options stays with it."""
+    names: list[str] = []
+    for piece in spec.split(","):
+        if "=" in piece and ":" not in piece and names:
+            names[-1] += f",{piece}"
+        else:
+            names.append(piece)
+    return names
 
 
 def main(default_methods: str = "vanilla,uw") -> None:
@@ -155,28 +200,49 @@ def main(default_methods: str = "vanilla,uw") -> None:
     steps = {m: build(args, m, ctx) for m in methods}
     for method in methods:
         run(steps[method], batch, args.warmup)
-    seconds = dict.fromkeys(methods, float("inf"))
+    rounds: dict[str, list[float]] = {method: [] for method in methods}
     for _ in range(args.rounds):
         for method in methods:
-            seconds[method] = min(seconds[method], run(steps[method], batch, args.steps))
+            rounds[method].append(run(steps[method], batch, args.steps))
 
     base = methods[0]
+    fastest = {m: args.steps / min(rounds[m]) for m in methods}
+    median = {m: args.steps / statistics.median(rounds[m]) for m in methods}
+    rows = [
+        {
+            "method": method,
+            "task_grads": args.task_grads,
+            "steps_per_s": fastest[method],
+            "ratio": fastest[method] / fastest[base],
+            "median_steps_per_s": median[method],
+            "median_ratio": median[method] / median[base],
+            "peak_mem": memory[method],
+            "mem_ratio": memory[method] / memory[base],
+            "buffer_gib": buffer_gib(steps[method]),
+        }
+        for method in methods
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return
     unit = "GiB (GPU peak)" if device.type == "cuda" else "GiB (process peak RSS)"
     options = "".join(f" {option}" for option in args.model_option)
     print(
         f"device {device}, model {args.model}{options}, batch {args.batch}, {args.precision}, "
         f"k {args.k}"
     )
-    print(f"per-cluster gradients: {args.task_grads}; best of {args.rounds} rounds")
-    print(f"{'method':<18} {'steps/s':>9} {'x ' + base:>10} {'memory':>9} {'x ' + base:>10}")
-    for method in methods:
-        rate = args.steps / seconds[method]
-        base_rate = args.steps / seconds[base]
+    print(f"per-cluster gradients: {args.task_grads}; {args.rounds} alternating rounds")
+    print(
+        f"{'method':<26} {'steps/s':>9} {'x ' + base:>10} {'median x':>9} {'memory':>9} "
+        f"{'x ' + base:>10}"
+    )
+    for row in rows:
         print(
-            f"{method:<18} {rate:>9.3f} {rate / base_rate:>10.3f} "
-            f"{memory[method]:>9.3f} {memory[method] / memory[base]:>10.3f}"
+            f"{row['method']:<26} {row['steps_per_s']:>9.3f} {row['ratio']:>10.3f} "
+            f"{row['median_ratio']:>9.3f} {row['peak_mem']:>9.3f} {row['mem_ratio']:>10.3f}"
         )
-    print(f"memory unit: {unit}")
+    print(f"memory unit: {unit}; [k, P] buffer: {max(r['buffer_gib'] for r in rows):.3f} GiB")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,32 @@ def test_unknown_metric_and_missing_run_are_one_line_errors(
     missing = plot(runs[0], tmp_path / "nothing", "--out", tmp_path / "x.png")
     assert missing.exit_code == 2
     assert_one_line_error(missing.stderr, "nothing", "metrics.jsonl")
+
+
+def test_conflict_figure_of_a_run_with_the_gradient_monitor(
+    tmp_path: Path, digits_shards: Path
+) -> None:
+    """UW with train.conflict_every=2 logs the cosine matrix on steps 2, 4, 6 (and every logged
+    step in between is plain); `ant plot RUN --conflict` draws them."""
+    path = tmp_path / "uw.yaml"
+    path.write_text(RECIPE.format(shards=digits_shards, method="uw", seed=0))
+    recipe = load_recipe(str(path), ["train.conflict_every=2", "train.log_every=3"])
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    run = tmp_path / "run"
+    fit(recipe, run, ctx, show=False)
+    series = read_series(run, "conflict")
+    assert series.steps == [2, 4, 6]
+    for matrix in series.values:
+        cosines = torch.tensor(matrix)
+        assert cosines.shape == (3, 3)
+        assert torch.allclose(cosines, cosines.T, atol=1e-6)
+        assert torch.allclose(cosines.diagonal(), torch.ones(3), atol=1e-5)
+        assert bool((cosines.abs() <= 1 + 1e-5).all())
+    assert read_series(run, "conflict_first_last").values == [m[0][2] for m in series.values]
+    out = tmp_path / "conflict.png"
+    result = plot(run, "--conflict", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert png_size(out)[0] > 400
+    twice = plot(run, run, "--conflict")
+    assert twice.exit_code == 2
+    assert "exactly one RUN" in twice.output

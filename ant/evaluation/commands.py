@@ -164,13 +164,25 @@ def eval_command(
     "--out", type=click.Path(path_type=Path), default=Path("curves.png"), show_default=True
 )
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis.")
-def plot_command(runs: tuple[Path, ...], metric: str, out: Path, log_y: bool) -> None:
+@click.option(
+    "--conflict",
+    is_flag=True,
+    help="Draw the per-cluster gradient cosines over training (one RUN; see train.conflict_every).",
+)
+def plot_command(
+    runs: tuple[Path, ...], metric: str, out: Path, log_y: bool, conflict: bool
+) -> None:
     """Plot METRIC against the training step for every RUN directory, on one figure.
 
     Scalar metrics get one line per run; per-cluster metrics (cluster_loss, cluster_weight) get
     one panel per run with one line per cluster. Evaluation metrics logged during training as
-    eval/NAME are found by NAME too.
+    eval/NAME are found by NAME too. --conflict draws the gradient-conflict figure of one run.
     """
-    from ant.evaluation.plot import plot_curves
+    from ant.evaluation.plot import plot_conflict, plot_curves
 
+    if conflict:
+        if len(runs) != 1:
+            raise click.UsageError("--conflict draws one run: pass exactly one RUN directory")
+        click.echo(f"wrote {plot_conflict(runs[0], out)}")
+        return
     click.echo(f"wrote {plot_curves(list(runs), metric, out, log_y=log_y)}")

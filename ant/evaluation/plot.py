@@ -128,6 +128,66 @@ def plot_curves(runs: Sequence[Path], metric: str, out: Path, *, log_y: bool = F
     return _save(figure, out)
 
 
+CONFLICT_PANELS = 5
+
+
+def plot_conflict(run: Path, out: Path, *, panels: int = CONFLICT_PANELS) -> Path:
+    """The per-cluster gradient cosines of ``run`` over training (``conflict`` records).
+
+    Top row: the k x k cosine matrix at up to ``panels`` logged steps, evenly spread from the
+    first to the last. Bottom: the cosine of every pair of clusters against the step, coloured by
+    how far apart the clusters are, with the first and last (lowest and highest noise) in bold;
+    ANT's observation O1 is that distant clusters conflict most.
+    """
+    series = read_series(run, "conflict")
+    count = len(series.steps)
+    spread = max(panels - 1, 1)
+    chosen = sorted({round(i * (count - 1) / spread) for i in range(min(panels, count))})
+    k = len(series.values[0])
+    figure = Figure(figsize=(2.6 * max(len(chosen), 2) + 1.0, 6.4))
+    grid = figure.add_gridspec(2, len(chosen) + 1, width_ratios=[1.0] * len(chosen) + [0.06])
+    image = None
+    for column, index in enumerate(chosen):
+        ax = figure.add_subplot(grid[0, column])
+        image = ax.imshow(series.values[index], cmap="RdBu", vmin=-1.0, vmax=1.0)
+        ax.set_title(f"step {series.steps[index]}", fontsize="small")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xlabel("cluster")
+        if column == 0:
+            ax.set_ylabel("cluster (0: least noise)")
+    if image is not None:
+        figure.colorbar(image, cax=figure.add_subplot(grid[0, -1]), label="cosine")
+    lines = figure.add_subplot(grid[1, :-1])
+    palette = matplotlib_colormap("viridis")
+    for i in range(k):
+        for j in range(i + 1, k):
+            values = [matrix[i][j] for matrix in series.values]
+            far = (j - i) / max(k - 1, 1)
+            bold = i == 0 and j == k - 1
+            lines.plot(
+                series.steps,
+                values,
+                color=palette(far),
+                linewidth=2.5 if bold else 1.0,
+                label=f"{i}-{j}" if bold or j == i + 1 else None,
+            )
+    lines.axhline(0.0, color="black", linewidth=0.8)
+    lines.set_xlabel("step")
+    lines.set_ylabel("cosine of cluster gradients")
+    lines.set_title(f"{run.name or run}: pairs coloured by distance, first-last in bold")
+    lines.legend(fontsize="x-small", ncol=k)
+    lines.grid(alpha=0.3)
+    return _save(figure, out)
+
+
+def matplotlib_colormap(name: str) -> Any:
+    """A matplotlib colormap by name."""
+    from matplotlib import colormaps
+
+    return colormaps[name]
+
+
 def plot_ntg(labels: Sequence[str], gaps: Sequence[float], metric: str, out: Path) -> Path:
     """Bars of NTG per interval: red below zero (negative transfer), blue above."""
     figure = Figure(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.5))

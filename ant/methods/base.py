@@ -6,9 +6,13 @@ method across them. Methods come in three kinds, all built by ``method`` plugins
 * :class:`LossMethod` (Uncertainty Weighting, DWA, RLW, FAMO): ``combine`` maps the per-cluster
   losses ``l`` (shape ``[k]``) to the scalar that is back-propagated once (the LibMTL weighting
   pattern).
-* :class:`GradientMethod` (PCGrad, CAGrad, IMTL-G, Nash-MTL): ``combine_grads`` maps the k
-  per-cluster gradients ``G`` (shape ``[k, P]``, row i the gradient of ``l_i / k`` over all P
-  model parameters, so ``G.sum(0)`` is the vanilla gradient) to the update direction.
+* :class:`GradientMethod` (PCGrad, CAGrad, IMTL-G, Nash-MTL): the update is a combination
+  ``sum_j c_j g_j`` of the k per-cluster gradients (row ``g_i`` the gradient of ``l_i / k`` over
+  all P model parameters, so ``c = 1`` is the vanilla gradient). ``combine_gram`` maps the k x k
+  Gram matrix ``G G^T`` and the losses to the coefficients ``c``; the trainer accumulates the
+  Gram matrix during the backward pass and writes ``sum_j c_j g_j`` into each parameter's
+  ``.grad``, so the ``[k, P]`` matrix is read once. A method that truly needs the gradients
+  overrides ``combine_grads`` (``G`` of shape ``[k, P]`` to the direction ``[P]``) instead.
   ``wants_grads(step)`` says on which steps it needs them; on the others the trainer calls
   ``combine`` like for a loss method (Nash-MTL reuses its weights between solves).
 * :class:`TimestepWeighting` (Min-SNR, P2, debiased, EDM2 uncertainty): reweights each sample's
@@ -46,6 +50,11 @@ class Method(nn.Module):
     timestep_sampling: ClassVar[Literal["stratified", "uniform"]] = "stratified"
     needs_task_grads: ClassVar[bool] = False
     observes_losses: ClassVar[bool] = False
+    linear_in_losses: ClassVar[bool] = False
+    """Whether ``combine`` is affine in the losses (``w . l + b`` with ``w`` and ``b`` free of
+    ``l``). Gradient accumulation then back-propagates ``w . l`` per micro-batch; otherwise it
+    collects per-cluster gradients and applies ``combine``'s gradient at the whole batch's
+    losses. Either way the step equals one step on the whole batch."""
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
@@ -87,13 +96,16 @@ class LossMethod(Method):
 class GradientMethod(Method):
     """A method that combines the k per-cluster gradients into the update direction.
 
-    ``combine_grads`` receives ``G`` of shape ``[k, P]`` (row i the gradient of ``l_i / k``,
-    already averaged over ranks) and the per-cluster losses, and returns the direction ``[P]``
-    that the optimizer treats as the gradient. It must be deterministic given its state, so
-    that every rank computes the same direction.
+    ``combine_gram`` receives the Gram matrix ``M = G G^T`` (``[k, k]``, float64, of the rows
+    ``g_i``, the gradients of ``l_i / k`` averaged over ranks) and the per-cluster losses, and
+    returns the coefficients ``c`` (``[k]``) of the update ``sum_j c_j g_j``. A method that needs
+    more than inner products overrides ``combine_grads`` instead, which receives ``G`` itself.
+    Both must be deterministic given the method's state, so that every rank computes the same
+    update.
     """
 
     needs_task_grads = True
+    linear_in_losses = True
 
     def wants_grads(self, step: int) -> bool:
         """Whether step ``step`` (1-based) needs the per-cluster gradients (default: always)."""
@@ -103,9 +115,24 @@ class GradientMethod(Method):
         """The loss on steps without per-cluster gradients: the plain mean by default."""
         return losses.mean()
 
-    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """The update direction ``[P]`` from per-cluster gradients ``grads`` ``[k, P]``."""
+    def combine_gram(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """The coefficients ``c`` (``[k]``) of the update ``sum_j c_j g_j`` from ``G G^T``."""
         raise NotImplementedError
+
+    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """The update direction ``[P]`` from per-cluster gradients ``grads`` ``[k, P]``.
+
+        By default ``combine_gram`` on ``grads grads^T``; override it (and leave
+        ``combine_gram``) for a method that needs the gradients themselves.
+        """
+        coefficients = self.combine_gram((grads @ grads.T).double(), losses)
+        return coefficients.to(grads.dtype) @ grads
+
+    @classmethod
+    def uses_gram(cls) -> bool:
+        """Whether the method works from the Gram matrix (it does not override
+        ``combine_grads``)."""
+        return cls.combine_grads is GradientMethod.combine_grads
 
 
 class TimestepWeighting(nn.Module):

@@ -129,10 +129,10 @@ class CAGrad(GradientMethod):
             "last_weights", torch.full((num_tasks,), 1.0 / num_tasks), persistent=False
         )
 
-    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        coef = cagrad_coefficients((grads @ grads.T).double(), self.c)
+    def combine_gram(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        coef = cagrad_coefficients(gram, self.c)
         self.last_weights = (coef / self.num_tasks).float()
-        return coef.to(grads.dtype) @ grads
+        return coef
 
     def task_weights(self) -> torch.Tensor:
         return self.last_weights

@@ -40,6 +40,7 @@ class DWA(LossMethod):
     """
 
     observes_losses = True
+    linear_in_losses = True
     weights: torch.Tensor
     loss_sum: torch.Tensor
     last: torch.Tensor

@@ -72,10 +72,10 @@ class IMTL(GradientMethod):
             "last_weights", torch.full((num_tasks,), 1.0 / num_tasks), persistent=False
         )
 
-    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        alpha = imtl_weights((grads @ grads.T).double())
+    def combine_gram(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        alpha = imtl_weights(gram)
         self.last_weights = alpha.float()
-        return (self.num_tasks * alpha).to(grads.dtype) @ grads
+        return self.num_tasks * alpha
 
     def task_weights(self) -> torch.Tensor:
         return self.last_weights

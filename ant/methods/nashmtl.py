@@ -183,14 +183,13 @@ class NashMTL(GradientMethod):
         """``sum_i alpha_i l_i / k``: its gradient is the update ``sum_i alpha_i row_i``."""
         return (self.alpha.to(losses.dtype) * losses).sum() / self.num_tasks
 
-    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """Solve for ``alpha`` on ``G G^T`` (the one host synchronisation) and return
+    def combine_gram(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """Solve for ``alpha`` on ``G G^T`` (the one host synchronisation); the update is
         ``sum_i alpha_i row_i``."""
-        gram = (grads @ grads.T).double().cpu()
-        alpha = self.solve(gram)
+        alpha = self.solve(gram.double().cpu())
         if alpha is not None:
             self.alpha.copy_(alpha)
-        return self.alpha.to(grads.dtype) @ grads
+        return self.alpha.double()
 
     def solve(self, gram: torch.Tensor) -> torch.Tensor | None:
         """The bargaining ``alpha`` for the CPU Gram matrix ``gram``, or ``None`` when there is

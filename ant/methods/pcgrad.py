@@ -104,11 +104,11 @@ class PCGrad(GradientMethod):
         """Draw the visiting orders of the next update (advances the generator)."""
         return pcgrad_order(self.num_tasks, self.generator)
 
-    def combine_grads(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        order = to_device(self.next_order(), grads.device)
-        weights = pcgrad_weights((grads @ grads.T).double(), order)
+    def combine_gram(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        order = to_device(self.next_order(), gram.device)
+        weights = pcgrad_weights(gram, order)
         self.last_weights = (weights / self.num_tasks).float()
-        return weights.to(grads.dtype) @ grads
+        return weights
 
     def task_weights(self) -> torch.Tensor:
         return self.last_weights

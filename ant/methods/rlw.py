@@ -28,6 +28,8 @@ class RLW(LossMethod):
     before the first).
     """
 
+    linear_in_losses = True
+
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         super().__init__(num_tasks)
         self.seed = seed

@@ -24,6 +24,8 @@ def uncertainty_weighted_loss(losses: torch.Tensor, log_var: torch.Tensor) -> to
 class UncertaintyWeighting(LossMethod):
     """Uncertainty Weighting of cluster losses with learned log-variances (ANT-UW)."""
 
+    linear_in_losses = True
+
     def __init__(self, num_tasks: int, lr: float = 0.025, weight_decay: float = 0.0) -> None:
         super().__init__(num_tasks)
         self.lr = lr

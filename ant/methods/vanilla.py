@@ -10,6 +10,8 @@ from ant.methods.base import LossMethod
 class Vanilla(LossMethod):
     """Plain mean loss over uniformly drawn timesteps (Ho et al. 2020), the baseline."""
 
+    linear_in_losses = True
+
     timestep_sampling = "uniform"
 
     def combine(self, losses: torch.Tensor) -> torch.Tensor:

@@ -134,8 +134,18 @@ class TrainConfig(Section):
     ckpt_every: int = Field(10_000, ge=1)
     sample_every: int | None = Field(None, ge=1)
     run_dir: str | None = Field(None, description="default: runs/<recipe name>")
-    task_grads: Literal["vmap", "backward"] = Field(
-        "vmap", description="per-cluster gradients for gradient methods: one vmap pass or k passes"
+    task_grads: Literal["grouped", "vmap", "backward"] = Field(
+        "grouped",
+        description="per-cluster gradients: one grouped backward pass, one vmap pass, or k passes",
+    )
+    task_grads_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of the [k, P] buffer of grouped per-cluster gradients"
+    )
+    grad_accum: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (each rank's batch split N ways)"
+    )
+    conflict_every: int | None = Field(
+        None, ge=1, description="log the per-cluster gradient cosines every N steps, any method"
     )
     timestep_range: tuple[int, int] | None = Field(
         None, description="train only on timesteps a..b (inclusive), for interval-specific models"

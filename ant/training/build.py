@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -15,8 +17,11 @@ from ant.recipes import Recipe
 from ant.recipes.schema import MethodConfig, WeightingConfig
 from ant.training.distributed import DistContext
 from ant.training.ema import make_ema
+from ant.training.grouped import GroupedGrads, describe_fallback
 from ant.training.step import TrainStep
 from ant.training.timesteps import ClusterTable, check_stratified_batch
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(recipe: Recipe) -> nn.Module:
@@ -147,19 +152,65 @@ def timestep_sampling(recipe: Recipe, method: Method) -> str:
     return "uniform" if method.timestep_sampling == "uniform" else recipe.clustering.sampling
 
 
-def _check_task_grads(recipe: Recipe, method: Method, sampling: str) -> None:
-    if isinstance(method, GradientMethod) and recipe.train.task_grads == "vmap":
+def _uses_task_grads(recipe: Recipe, method: Method) -> bool:
+    """Whether some steps need per-cluster gradients: gradient methods, conflict monitoring, and
+    gradient accumulation of a method that is not affine in the losses."""
+    train = recipe.train
+    return (
+        isinstance(method, GradientMethod)
+        or train.conflict_every is not None
+        or (train.grad_accum > 1 and not method.linear_in_losses)
+    )
+
+
+def _check_task_grads(
+    recipe: Recipe, method: Method, weighting: TimestepWeighting | None, sampling: str
+) -> None:
+    if not _uses_task_grads(recipe, method):
+        return
+    if recipe.train.task_grads == "vmap":
         if sampling != "stratified":
             raise AntError(
                 f"method '{recipe.method.name}' with train.task_grads=vmap needs stratified "
                 "timestep sampling (one batch chunk per cluster): set clustering.sampling="
-                "stratified, or train.task_grads=backward"
+                "stratified, or train.task_grads=grouped"
             )
-        if recipe.train.compile:
+        if recipe.train.compile and isinstance(method, GradientMethod):
             raise AntError(
                 "train.compile does not apply to the vmap per-cluster gradients of method "
-                f"'{recipe.method.name}': set train.compile=false or train.task_grads=backward"
+                f"'{recipe.method.name}': set train.compile=false or train.task_grads=grouped"
             )
+    if weighting is not None and any(True for _ in weighting.parameters()):
+        raise AntError(
+            f"weighting '{recipe.weighting.name}' learns its weights by back-propagation, which "
+            "per-cluster gradient steps bypass: unset train.conflict_every (or use "
+            "train.grad_accum=1 with this method)"
+        )
+
+
+def _check_grad_accum(recipe: Recipe, local_batch: int, k: int, sampling: str) -> None:
+    parts = recipe.train.grad_accum
+    unit = local_batch // k if sampling == "stratified" else local_batch
+    if unit % parts:
+        what = f"each cluster's share ({unit})" if sampling == "stratified" else "it"
+        raise AntError(
+            f"train.grad_accum={parts} must divide the per-rank batch ({local_batch}) so that "
+            f"every micro-batch is stratified like it: {what} is not divisible by {parts}; "
+            "change train.global_batch_size or train.grad_accum"
+        )
+
+
+def _task_grads_mode(recipe: Recipe, model: nn.Module, sampling: str) -> str:
+    """``train.task_grads``, or the fallback when grouped gradients do not cover the model."""
+    mode = recipe.train.task_grads
+    if mode != "grouped":
+        return mode
+    uncovered = GroupedGrads(model).uncovered
+    if not uncovered:
+        return mode
+    fallback = "vmap" if sampling == "stratified" else "backward"
+    logger.warning(describe_fallback(uncovered, fallback))
+    return fallback
 
 
 def _timestep_range(recipe: Recipe, sampling: str) -> tuple[int, int] | None:
@@ -208,9 +259,16 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clust
         parts.append(weighting.to(device))
     torch.manual_seed(recipe.train.seed * 1_000_003 + ctx.rank)
     sampling = timestep_sampling(recipe, method)
+    local_batch = recipe.train.global_batch_size // ctx.world_size
     if sampling == "stratified":
-        check_stratified_batch(recipe.train.global_batch_size // ctx.world_size, len(intervals))
-    _check_task_grads(recipe, method, sampling)
+        check_stratified_batch(local_batch, len(intervals))
+    _check_grad_accum(recipe, local_batch, len(intervals), sampling)
+    _check_task_grads(recipe, method, weighting, sampling)
+    task_grads = (
+        _task_grads_mode(recipe, model, sampling)
+        if _uses_task_grads(recipe, method)
+        else recipe.train.task_grads
+    )
     step = TrainStep(
         model=model,
         ema=ema,
@@ -225,7 +283,10 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clust
         conditional=recipe.model.num_classes > 0,
         world_size=ctx.world_size,
         weighting=weighting,
-        task_grads=recipe.train.task_grads,
+        task_grads=task_grads,
+        task_grads_dtype=recipe.train.task_grads_dtype,
+        grad_accum=recipe.train.grad_accum,
+        conflict_every=recipe.train.conflict_every,
         timestep_range=_timestep_range(recipe, sampling),
     )
     return step, clustering

@@ -40,7 +40,8 @@ class Logbook:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
 
     def log(self, record: dict[str, Any]) -> None:
-        """Write one record; lists become ``name/i`` scalars in TensorBoard."""
+        """Write one record; lists become ``name/i`` scalars in TensorBoard, and a symmetric
+        matrix (a list of lists) its upper triangle ``name/i_j``."""
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.writer is None:
@@ -51,7 +52,11 @@ class Logbook:
                 continue
             if isinstance(value, list):
                 for i, item in enumerate(value):
-                    self.writer.add_scalar(f"{name}/{i}", item, step)
+                    if isinstance(item, list):
+                        for j, entry in enumerate(item[i + 1 :], start=i + 1):
+                            self.writer.add_scalar(f"{name}/{i}_{j}", entry, step)
+                    else:
+                        self.writer.add_scalar(f"{name}/{i}", item, step)
             elif isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(name, value, step)
 

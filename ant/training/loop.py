@@ -102,7 +102,16 @@ def _record(
         record["grad_norm"] = float(out.grad_norm)
     for key, value in out.extra.items():
         record[key] = value.float().tolist() if value.numel() > 1 else float(value)
+    if out.conflict is not None:
+        record |= conflict_record(out.conflict)
     return record
+
+
+def conflict_record(cosines: torch.Tensor) -> dict[str, Any]:
+    """The logged view of the per-cluster gradient cosines: the k x k matrix ``conflict`` and
+    ``conflict_first_last``, the cosine of the lowest- and highest-noise clusters."""
+    matrix = cosines.float().tolist()
+    return {"conflict": matrix, "conflict_first_last": matrix[0][-1]}
 
 
 def _stop_everywhere(flag: StopFlag, ctx: DistContext) -> bool:
@@ -233,6 +242,8 @@ def fit(
                 if logbook is not None:
                     logbook.log(record)
                 bar.show_loss(record["loss"])
+            elif out.conflict is not None and logbook is not None:
+                logbook.log({"step": current, **conflict_record(out.conflict)})
             stop = (
                 flag.requested if not ctx.distributed else (measure and _stop_everywhere(flag, ctx))
             )

@@ -2,10 +2,14 @@
 
 Loss-based methods back-propagate ``method.combine(l)`` once (through DDP, which averages the
 gradients). Gradient-based methods get the k per-cluster gradients of the plain module
-(:mod:`ant.training.task_grads`), averaged over ranks, and their combined direction becomes the
-gradient. The step returns tensors only; nothing in it reads a value back to the host, so the
-GPU runs ahead of Python (Nash-MTL's occasional solve is the exception). Reading the returned
-tensors (``.item()``) is left to logging steps.
+(:mod:`ant.training.grouped`, or :mod:`ant.training.task_grads`), averaged over ranks; from
+their Gram matrix the method picks coefficients ``c`` and ``sum_j c_j g_j`` becomes the
+gradient. With ``grad_accum = N`` the local batch is split into N micro-batches, each
+stratified like the whole, and the update equals one step on the whole batch. The step returns
+tensors only; nothing in it reads a value back to the host, so the GPU runs ahead of Python
+(Nash-MTL's occasional solve, and grouped gradients under uniform timestep sampling, which read
+the k cluster counts, are the exceptions). Reading the returned tensors (``.item()``) is left
+to logging steps.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ant.diffusion import GaussianDiffusion
 from ant.methods import GradientMethod, Method, TimestepWeighting
 from ant.training.ema import update_ema
+from ant.training.grouped import GroupedGrads, GroupLayout
 from ant.training.task_grads import (
     assign_grads,
     task_grads_backward,
@@ -36,6 +42,7 @@ from ant.training.timesteps import (
 )
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TASK_GRAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -53,15 +60,20 @@ class StepOutput:
     cluster_weight: torch.Tensor
     grad_norm: torch.Tensor | None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    conflict: torch.Tensor | None = None
 
 
 @dataclass
 class TrainStep:
     """The parts a training step composes; :meth:`__call__` runs one step on a batch.
 
-    ``task_grads`` chooses how gradient methods get per-cluster gradients: ``vmap`` (one
-    batched pass; needs stratified sampling) or ``backward`` (k backward passes).
-    ``timestep_range`` restricts training to an inclusive timestep interval.
+    ``task_grads`` chooses how per-cluster gradients are computed: ``grouped`` (one ordinary
+    backward pass, :mod:`ant.training.grouped`), ``vmap`` (one batched pass; needs stratified
+    sampling) or ``backward`` (k backward passes); ``task_grads_dtype`` is the dtype of the
+    grouped ``[k, P]`` buffer. ``grad_accum`` splits the local batch into that many
+    micro-batches. ``conflict_every`` computes the per-cluster gradients every that many steps
+    for any method and reports their cosine matrix (gradient methods report it on every
+    measured step). ``timestep_range`` restricts training to an inclusive timestep interval.
     ``steps_done`` counts updates (the trainer sets it on resume).
     """
 
@@ -79,9 +91,14 @@ class TrainStep:
     world_size: int = 1
     scaler: torch.amp.GradScaler | None = field(default=None)
     weighting: TimestepWeighting | None = None
-    task_grads: str = "vmap"
+    task_grads: str = "grouped"
+    task_grads_dtype: str = "fp32"
+    grad_accum: int = 1
+    conflict_every: int | None = None
     timestep_range: tuple[int, int] | None = None
     steps_done: int = 0
+    _grouped_grads: GroupedGrads | None = field(default=None, init=False, repr=False)
+    _buffer: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.precision == "fp16" and self.scaler is None:
@@ -151,18 +168,27 @@ class TrainStep:
         noise: torch.Tensor,
         measure: bool,
     ) -> StepOutput:
-        """One optimisation step with given timesteps, their clusters and noise."""
+        """One optimisation step with given timesteps, their clusters and noise.
+
+        The batch is split into ``grad_accum`` micro-batches (:meth:`micro_batches`); the
+        update equals one step on the whole batch.
+        """
         self.steps_done += 1
         labels = y if self.conditional else None
         x_t = self.diffusion.q_sample(x0, t, noise)
         self.optimizer.zero_grad(set_to_none=True)
         method = self.method
+        watch = bool(self.conflict_every) and self.steps_done % (self.conflict_every or 1) == 0
+        batch = Batch(x0, x_t, t, labels, noise, cluster)
         if isinstance(method, GradientMethod) and method.wants_grads(self.steps_done):
-            per_sample, objective = self._gradient_backward(
-                method, x0, x_t, t, labels, noise, cluster
-            )
+            outcome = self._gradient_update(method, batch)
+        elif watch or (self.grad_accum > 1 and not method.linear_in_losses):
+            outcome = self._loss_update_from_task_grads(batch)
+        elif self.grad_accum > 1:
+            outcome = self._accumulated_loss_backward(batch)
         else:
-            per_sample, objective = self._loss_backward(x0, x_t, t, labels, noise, cluster)
+            outcome = self._loss_backward(batch)
+        per_sample, cluster = outcome.per_sample, outcome.cluster
         self._sync_own_grads()
         grad_norm = None
         if self._clip is not None or measure:
@@ -187,94 +213,325 @@ class TrainStep:
             extra |= {f"weighting/{key}": value for key, value in self.weighting.metrics().items()}
         return StepOutput(
             loss=per_sample.mean(),
-            objective=objective,
+            objective=outcome.objective,
             cluster_loss=cluster_means(per_sample, cluster, k),
             cluster_weight=method.task_weights(),
             grad_norm=grad_norm,
             extra=extra,
+            conflict=(
+                gradient_cosines(outcome.grads.gram())
+                if outcome.grads is not None and (measure or watch)
+                else None
+            ),
         )
 
-    def _loss_backward(
-        self,
-        x0: torch.Tensor,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        labels: torch.Tensor | None,
-        noise: torch.Tensor,
-        cluster: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Back-propagate the method's combined loss; returns per-sample losses and objective."""
-        with self._autocast(x0.device):
-            output = self.model(x_t, t, labels)
-        per_sample = self.per_sample_loss(output, x0, x_t, t, noise)
-        total = self.method(cluster_losses(per_sample, cluster, self.clusters.k))
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-        else:
-            total.backward()
-        return per_sample.detach(), total.detach()
+    def micro_batches(self, batch: Batch) -> list[Batch]:
+        """The ``grad_accum`` micro-batches of a local batch, each stratified like the whole.
 
-    def _gradient_backward(
-        self,
-        method: GradientMethod,
-        x0: torch.Tensor,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        labels: torch.Tensor | None,
-        noise: torch.Tensor,
-        cluster: torch.Tensor,
+        Under stratified sampling micro-batch m takes the m-th ``1 / grad_accum`` of every
+        cluster's chunk, so it is k equal chunks again; under uniform sampling it takes the m-th
+        contiguous slice.
+        """
+        parts = self.grad_accum
+        if parts == 1:
+            return [batch]
+        size = batch.x0.shape[0]
+        if self.sampling == "stratified":
+            k = self.clusters.k
+            chunk, share = size // k, size // (k * parts)
+            base = torch.arange(k, device=batch.x0.device)[:, None] * chunk
+            offsets = torch.arange(share, device=batch.x0.device)[None, :]
+            return [batch.select((base + m * share + offsets).reshape(-1)) for m in range(parts)]
+        share = size // parts
+        return [batch.narrow(m * share, share) for m in range(parts)]
+
+    def _forward_losses(
+        self, model: nn.Module, batch: Batch, total: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample losses of ``batch`` and its part of the k cluster losses of a local batch
+        of ``total`` samples (``l_i = (k / total) * sum of its samples' losses``)."""
+        with self._autocast(batch.x0.device):
+            output = model(batch.x_t, batch.t, batch.labels)
+        per_sample = self.per_sample_loss(output, batch.x0, batch.x_t, batch.t, batch.noise)
+        k = self.clusters.k
+        share = cluster_losses(per_sample, batch.cluster, k) * (per_sample.shape[0] / total)
+        return per_sample, share
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _loss_backward(self, batch: Batch) -> Outcome:
+        """Back-propagate the method's combined loss."""
+        per_sample, losses = self._forward_losses(self.model, batch, batch.x0.shape[0])
+        total = self.method(losses)
+        self._backward(total)
+        return Outcome(per_sample.detach(), batch.cluster, total.detach())
+
+    def _accumulated_loss_backward(self, batch: Batch) -> Outcome:
+        """Gradient accumulation for a method whose ``combine`` is affine in the losses.
+
+        With ``combine(l) = w . l + b``, ``w`` is read off one call at ``l = 0`` (the method is
+        called once per optimizer step), each micro-batch back-propagates ``w . l_m`` (DDP
+        synchronises only the last), and the method's own parameters get the gradient of
+        ``b + w . l`` at the whole batch's losses ``l = sum_m l_m``.
+        """
+        k = self.clusters.k
+        probe = torch.zeros(k, device=batch.x0.device, requires_grad=True)
+        base = self.method(probe)
+        (slope,) = torch.autograd.grad(base, probe, create_graph=True, allow_unused=True)
+        if slope is None:
+            slope = torch.zeros_like(probe)
+        fixed = slope.detach()
+        size = batch.x0.shape[0]
+        micro = self.micro_batches(batch)
+        per_samples, losses = [], torch.zeros(k, device=batch.x0.device)
+        for index, part in enumerate(micro):
+            with self._no_sync(index < len(micro) - 1):
+                per_sample, share = self._forward_losses(self.model, part, size)
+                self._backward((fixed * share).sum())
+            per_samples.append(per_sample.detach())
+            losses = losses + share.detach()
+        objective = base + (slope * losses).sum()
+        if objective.requires_grad:
+            self._backward(objective)
+        clusters = torch.cat([part.cluster for part in micro])
+        return Outcome(torch.cat(per_samples), clusters, objective.detach())
+
+    def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager[None]:
+        """DDP's ``no_sync`` while ``skip`` (micro-batches before the last), else nothing."""
+        inner = getattr(self.model, "_orig_mod", self.model)
+        if skip and isinstance(inner, DistributedDataParallel):
+            return inner.no_sync()
+        return contextlib.nullcontext()
+
+    def _gradient_update(self, method: GradientMethod, batch: Batch) -> Outcome:
         """Set the gradient to the method's combination of the per-cluster gradients.
 
-        Row i of the gradient matrix is the gradient of ``l_i / k``; under fp16 the losses are
-        scaled by the GradScaler's scale and the direction scaled back, so the scaler still
-        skips steps with overflowing gradients.
+        Gram-matrix methods give coefficients ``c`` and the update ``sum_j c_j g_j`` is written
+        into ``.grad``; others get the ``[k, P]`` rows (divided by the fp16 loss scale, which
+        their direction is multiplied by again, so the GradScaler still skips overflows).
+        """
+        grads = self.task_gradients(batch)
+        if method.uses_gram():
+            coefficients = method.combine_gram(grads.gram(), grads.losses)
+            direction = coefficients.to(grads.rows.dtype) @ grads.rows
+        else:
+            scale = grads.scale
+            rows = grads.rows if scale is None else grads.rows / scale
+            direction = method.combine_grads(rows, grads.losses)
+            if scale is not None:
+                direction = direction * scale
+        assign_grads(self._grouped_params(), direction)
+        return Outcome(grads.per_sample, grads.cluster, grads.losses.mean(), grads)
+
+    def _loss_update_from_task_grads(self, batch: Batch) -> Outcome:
+        """A loss method's update from per-cluster gradients (conflict steps, or accumulation of
+        a method that is not affine in the losses).
+
+        ``combine`` is called once at the whole batch's losses ``l`` (detached from the model):
+        its backward gives the method's own gradients, and ``w = d combine / d l``; the model's
+        gradient ``sum_i w_i grad l_i`` is ``sum_i (k w_i) g_i`` over the rows ``g_i`` (gradients
+        of ``l_i / k``).
+        """
+        grads = self.task_gradients(batch)
+        losses = grads.losses.detach().clone().requires_grad_()
+        total = self.method(losses)
+        self._backward(total)
+        if losses.grad is None:
+            raise RuntimeError(f"method {type(self.method).__name__}: combine ignores the losses")
+        direction = (self.clusters.k * losses.grad).to(grads.rows.dtype) @ grads.rows
+        assign_grads(self._grouped_params(), direction)
+        return Outcome(grads.per_sample, grads.cluster, total.detach(), grads)
+
+    def _grouped_params(self) -> list[nn.Parameter]:
+        return [p for _, p in trainable(unwrap(self.model))]
+
+    def task_gradients(self, batch: Batch) -> TaskGradients:
+        """The k per-cluster gradients of the local batch, averaged over ranks.
+
+        Row i of ``rows`` is the gradient of ``l_i / k`` (times the fp16 loss scale, if any),
+        summed over the micro-batches, computed on the plain module by ``task_grads``.
         """
         k = self.clusters.k
         module = unwrap(self.model)
-        params = [p for _, p in trainable(module)]
-        scale = None if self.scaler is None else self.scaler.scale(torch.ones((), device=x0.device))
-        if self.task_grads == "vmap":
-
-            def chunk_loss(
-                call: Callable[..., torch.Tensor],
-                x0_c: torch.Tensor,
-                x_t_c: torch.Tensor,
-                t_c: torch.Tensor,
-                labels_c: torch.Tensor | None,
-                noise_c: torch.Tensor,
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-                with self._autocast(x0_c.device):
-                    output = call(x_t_c, t_c, labels_c)
-                per = self.per_sample_loss(output, x0_c, x_t_c, t_c, noise_c)
-                loss = per.mean() / k
-                return (loss if scale is None else loss * scale), per.detach()
-
-            def chunks(value: torch.Tensor | None) -> torch.Tensor | None:
-                return None if value is None else value.reshape(k, -1, *value.shape[1:])
-
-            grads, per = task_grads_vmap(
-                module, chunk_loss, [chunks(v) for v in (x0, x_t, t, labels, noise)]
-            )
-            per_sample = per.reshape(-1)
+        device = batch.x0.device
+        scale = None if self.scaler is None else self.scaler.scale(torch.ones((), device=device))
+        size = batch.x0.shape[0]
+        if self.task_grads == "grouped" and self.sampling != "stratified":
+            batch = batch.select(torch.argsort(batch.cluster, stable=True))
+        micro = self.micro_batches(batch)
+        clusters = torch.cat([part.cluster for part in micro])
+        per_samples: list[torch.Tensor] = []
+        losses = torch.zeros(k, device=device)
+        gram: torch.Tensor | None = None
+        if self.task_grads == "grouped":
+            grouped = self._grouped(module)
+            if self._buffer is None:
+                dtype = TASK_GRAD_DTYPES[self.task_grads_dtype]
+                self._buffer = grouped.buffer(k, dtype, device)
+            sink = grouped.sink(self._buffer, track_gram=self.world_size == 1)
+            for part in micro:
+                if self.sampling == "stratified":
+                    layout = GroupLayout.chunks(k, part.x0.shape[0], device)
+                else:
+                    layout = GroupLayout.sorted(part.cluster, k)
+                with grouped.capture(sink, layout):
+                    per_sample, share = self._forward_losses(module, part, size)
+                    loss = share.sum() / k
+                    (loss if scale is None else loss * scale).backward()
+                per_samples.append(per_sample.detach())
+                losses = losses + share.detach()
+            sink.finish()
+            rows = self._buffer
+            gram = sink.gram
+        elif self.task_grads == "vmap":
+            rows = self._vmap_rows(module, micro, scale, per_samples)
+            losses = cluster_losses(torch.cat(per_samples), clusters, k)
         else:
-            with self._autocast(x0.device):
-                output = module(x_t, t, labels)
-            per_sample_graph = self.per_sample_loss(output, x0, x_t, t, noise)
-            task_losses = cluster_losses(per_sample_graph, cluster, k) / k
-            grads = task_grads_backward(
-                params, task_losses if scale is None else task_losses * scale
-            )
-            per_sample = per_sample_graph.detach()
-        losses = cluster_losses(per_sample, cluster, k)
+            params = [p for _, p in trainable(module)]
+            rows = torch.zeros(k, sum(p.numel() for p in params), device=device)
+            for part in micro:
+                per_sample, share = self._forward_losses(module, part, size)
+                task_losses = share / k
+                rows += task_grads_backward(
+                    params, task_losses if scale is None else task_losses * scale
+                )
+                per_samples.append(per_sample.detach())
+                losses = losses + share.detach()
         if self.world_size > 1:
-            dist.all_reduce(grads, op=dist.ReduceOp.AVG)
+            dist.all_reduce(rows, op=dist.ReduceOp.AVG)
             dist.all_reduce(losses, op=dist.ReduceOp.AVG)
-        if scale is not None:
-            grads = grads / scale
-        direction = method.combine_grads(grads, losses)
-        assign_grads(params, direction if scale is None else direction * scale)
-        return per_sample, losses.mean()
+            gram = None
+        if gram is not None and scale is not None:
+            gram = gram / scale.double() ** 2
+        return TaskGradients(
+            rows=rows,
+            losses=losses,
+            per_sample=torch.cat(per_samples),
+            cluster=clusters,
+            scale=scale,
+            known=gram,
+        )
+
+    def _vmap_rows(
+        self,
+        module: nn.Module,
+        micro: list[Batch],
+        scale: torch.Tensor | None,
+        per_samples: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """Per-cluster gradients by ``vmap(grad(...))``, summed over the micro-batches."""
+        k, parts = self.clusters.k, len(micro)
+
+        def chunk_loss(
+            call: Callable[..., torch.Tensor],
+            x0_c: torch.Tensor,
+            x_t_c: torch.Tensor,
+            t_c: torch.Tensor,
+            labels_c: torch.Tensor | None,
+            noise_c: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            with self._autocast(x0_c.device):
+                output = call(x_t_c, t_c, labels_c)
+            per = self.per_sample_loss(output, x0_c, x_t_c, t_c, noise_c)
+            loss = per.mean() / (k * parts)
+            return (loss if scale is None else loss * scale), per.detach()
+
+        def chunks(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value.reshape(k, -1, *value.shape[1:])
+
+        total: torch.Tensor | None = None
+        for part in micro:
+            inputs = (part.x0, part.x_t, part.t, part.labels, part.noise)
+            grads, per = task_grads_vmap(module, chunk_loss, [chunks(v) for v in inputs])
+            total = grads if total is None else total.add_(grads)
+            per_samples.append(per.reshape(-1))
+        assert total is not None
+        return total
+
+    @property
+    def task_gradient_buffer(self) -> torch.Tensor | None:
+        """The grouped ``[k, P]`` buffer, once a step has allocated it."""
+        return self._buffer
+
+    def _grouped(self, module: nn.Module) -> GroupedGrads:
+        if self._grouped_grads is None or self._grouped_grads.module is not module:
+            self._grouped_grads = GroupedGrads(module)
+        return self._grouped_grads
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A local batch as the step uses it: clean and noised inputs, timesteps, labels, noise and
+    each sample's cluster."""
+
+    x0: torch.Tensor
+    x_t: torch.Tensor
+    t: torch.Tensor
+    labels: torch.Tensor | None
+    noise: torch.Tensor
+    cluster: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> Batch:
+        """The samples at ``index``."""
+        return Batch(
+            *(None if v is None else v.index_select(0, index) for v in self._values())  # type: ignore[arg-type]
+        )
+
+    def narrow(self, first: int, count: int) -> Batch:
+        """The ``count`` samples from ``first`` on."""
+        return Batch(
+            *(None if v is None else v.narrow(0, first, count) for v in self._values())  # type: ignore[arg-type]
+        )
+
+    def _values(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.x0, self.x_t, self.t, self.labels, self.noise, self.cluster)
+
+
+@dataclass
+class TaskGradients:
+    """The k per-cluster gradients of a step: ``rows`` ``[k, P]`` (times ``scale`` under fp16),
+    the cluster losses ``[k]`` and per-sample losses, all averaged over ranks; ``known`` is the
+    unscaled Gram matrix if the backward pass already accumulated it."""
+
+    rows: torch.Tensor
+    losses: torch.Tensor
+    per_sample: torch.Tensor
+    cluster: torch.Tensor
+    scale: torch.Tensor | None
+    known: torch.Tensor | None
+
+    def gram(self) -> torch.Tensor:
+        """``G G^T`` of the unscaled rows, float64."""
+        if self.known is None:
+            gram = (self.rows @ self.rows.T).double()
+            self.known = gram if self.scale is None else gram / self.scale.double() ** 2
+        return self.known
+
+
+@dataclass
+class Outcome:
+    """What a backward pass of a step left: per-sample losses with their clusters (in the order
+    the pass saw them), the objective, and the per-cluster gradients if it computed them."""
+
+    per_sample: torch.Tensor
+    cluster: torch.Tensor
+    objective: torch.Tensor
+    grads: TaskGradients | None = None
+
+
+def gradient_cosines(gram: torch.Tensor) -> torch.Tensor:
+    """The k x k cosine similarities of the per-cluster gradients from their Gram matrix.
+
+    ``cos(g_i, g_j) = M_ij / sqrt(M_ii M_jj)``: the live view of negative transfer (ANT, Go et
+    al. 2023, Sec. 3, O1: distant noise levels conflict). A zero gradient has cosine 0.
+    """
+    norms = gram.diagonal().clamp_min(0.0).sqrt()
+    denominator = (norms[:, None] * norms[None, :]).clamp_min(1e-30)
+    return (gram / denominator).float()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
