@@ -11,7 +11,7 @@ from torch import nn
 
 from ant.models.unet_blocks import GroupNorm32
 from ant.plugins import registry
-from ant.training.grouped import GroupedGrads, GroupLayout
+from ant.training.grouped import GroupedGrads, GroupLayout, gram_matrix
 from ant.training.step import gradient_cosines
 from ant.training.task_grads import task_grads_backward, trainable
 from tests.test_methods_training import _batch, _step, _weights, make_recipe
@@ -32,17 +32,17 @@ def _grouped(
     layout: GroupLayout,
     seed: int,
     dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> torch.Tensor:
     grouped = GroupedGrads(module)
     assert grouped.uncovered == []
     buffer = grouped.buffer(layout.k, dtype, torch.device("cpu"))
-    sink = grouped.sink(buffer, track_gram=True)
+    sink = grouped.sink(buffer)
     torch.manual_seed(seed)
     with grouped.capture(sink, layout):
         per = loss_fn(module)  # type: ignore[operator]
         torch.zeros(layout.k).index_add(0, layout.sample_group, per).sum().backward()
     sink.finish()
-    return buffer, sink.gram
+    return buffer
 
 
 def _layouts(batch: int, k: int) -> list[GroupLayout]:
@@ -82,10 +82,10 @@ def test_grouped_gradients_equal_k_backward_passes_on_the_models(
         return module(x, t, y).pow(2).mean(dim=(1, 2, 3))
 
     reference = _reference(model, loss, layout.sample_group, k, seed=5)
-    grads, gram = _grouped(model, loss, layout, seed=5)
+    grads = _grouped(model, loss, layout, seed=5)
     assert (grads - reference).abs().max() <= 1e-6 * reference.abs().max()
     exact = reference.double() @ reference.double().T
-    assert gram is not None
+    gram = gram_matrix(grads)
     assert (gram - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
@@ -124,9 +124,8 @@ def test_every_layer_type_and_a_layer_called_twice_are_exact() -> None:
 
     for layout in _layouts(batch, k):
         reference = _reference(model, loss, layout.sample_group, k, seed=0)
-        grads, gram = _grouped(model, loss, layout, seed=0)
+        grads = _grouped(model, loss, layout, seed=0)
         assert torch.allclose(grads, reference, atol=1e-6, rtol=1e-5)
-        assert gram is None  # `twice` wrote its slot twice: the Gram matrix is left to the caller
 
 
 def test_adm_group_norm_in_float32_is_covered() -> None:
@@ -138,7 +137,7 @@ def test_adm_group_norm_in_float32_is_covered() -> None:
         return module(x).pow(3).mean(dim=(1, 2, 3))
 
     reference = _reference(norm, loss, layout.sample_group, 2, seed=0)
-    grads, _ = _grouped(norm, loss, layout, seed=0)
+    grads = _grouped(norm, loss, layout, seed=0)
     assert torch.allclose(grads, reference, atol=1e-6)
 
 
@@ -180,7 +179,7 @@ def test_uncovered_layers_are_named_and_a_stray_gradient_raises() -> None:
     grouped = GroupedGrads(sneaky)
     assert grouped.uncovered == []
     layout = GroupLayout.chunks(2, 4, torch.device("cpu"))
-    sink = grouped.sink(grouped.buffer(2, torch.float32, torch.device("cpu")), track_gram=False)
+    sink = grouped.sink(grouped.buffer(2, torch.float32, torch.device("cpu")))
     with pytest.raises(RuntimeError, match="ordinary gradient"), grouped.capture(sink, layout):
         sneaky(torch.randn(4, 4)).sum().backward()
 
@@ -211,7 +210,7 @@ def test_bf16_autocast_matches_the_ordinary_bf16_backward() -> None:
 
     reference = _reference(model, loss, layout.sample_group, 2, seed=0)
     for dtype in (torch.float32, torch.bfloat16):
-        grads, _ = _grouped(model, loss, layout, seed=0, dtype=dtype)
+        grads = _grouped(model, loss, layout, seed=0, dtype=dtype)
         error = (grads.float() - reference).abs().max() / reference.abs().max()
         assert error < 2e-2, dtype
 

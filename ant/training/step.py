@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ant.diffusion import GaussianDiffusion
 from ant.methods import GradientMethod, Method, TimestepWeighting
 from ant.training.ema import update_ema
-from ant.training.grouped import GroupedGrads, GroupLayout
+from ant.training.grouped import GroupedGrads, GroupLayout, gram_matrix
 from ant.training.task_grads import (
     assign_grads,
     task_grads_backward,
@@ -366,13 +366,12 @@ class TrainStep:
         clusters = torch.cat([part.cluster for part in micro])
         per_samples: list[torch.Tensor] = []
         losses = torch.zeros(k, device=device)
-        gram: torch.Tensor | None = None
         if self.task_grads == "grouped":
             grouped = self._grouped(module)
             if self._buffer is None:
                 dtype = TASK_GRAD_DTYPES[self.task_grads_dtype]
                 self._buffer = grouped.buffer(k, dtype, device)
-            sink = grouped.sink(self._buffer, track_gram=self.world_size == 1)
+            sink = grouped.sink(self._buffer)
             for part in micro:
                 if self.sampling == "stratified":
                     layout = GroupLayout.chunks(k, part.x0.shape[0], device)
@@ -386,7 +385,6 @@ class TrainStep:
                 losses = losses + share.detach()
             sink.finish()
             rows = self._buffer
-            gram = sink.gram
         elif self.task_grads == "vmap":
             rows = self._vmap_rows(module, micro, scale, per_samples)
             losses = cluster_losses(torch.cat(per_samples), clusters, k)
@@ -404,16 +402,12 @@ class TrainStep:
         if self.world_size > 1:
             dist.all_reduce(rows, op=dist.ReduceOp.AVG)
             dist.all_reduce(losses, op=dist.ReduceOp.AVG)
-            gram = None
-        if gram is not None and scale is not None:
-            gram = gram / scale.double() ** 2
         return TaskGradients(
             rows=rows,
             losses=losses,
             per_sample=torch.cat(per_samples),
             cluster=clusters,
             scale=scale,
-            known=gram,
         )
 
     def _vmap_rows(
@@ -494,20 +488,20 @@ class Batch:
 @dataclass
 class TaskGradients:
     """The k per-cluster gradients of a step: ``rows`` ``[k, P]`` (times ``scale`` under fp16),
-    the cluster losses ``[k]`` and per-sample losses, all averaged over ranks; ``known`` is the
-    unscaled Gram matrix if the backward pass already accumulated it."""
+    the cluster losses ``[k]`` and per-sample losses, all averaged over ranks; the unscaled Gram
+    matrix is formed on first use."""
 
     rows: torch.Tensor
     losses: torch.Tensor
     per_sample: torch.Tensor
     cluster: torch.Tensor
     scale: torch.Tensor | None
-    known: torch.Tensor | None
+    known: torch.Tensor | None = None
 
     def gram(self) -> torch.Tensor:
         """``G G^T`` of the unscaled rows, float64."""
         if self.known is None:
-            gram = (self.rows @ self.rows.T).double()
+            gram = gram_matrix(self.rows)
             self.known = gram if self.scale is None else gram / self.scale.double() ** 2
         return self.known
 
