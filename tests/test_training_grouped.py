@@ -253,3 +253,20 @@ def test_conflict_monitor_reports_the_cosines_of_the_cluster_gradients(tmp_path:
     assert torch.allclose(out.conflict.diagonal(), torch.ones(4), atol=1e-6)
     assert torch.allclose(_weights(plain), _weights(watched), atol=1e-6)
     assert plain.update(x0, y, t, cluster, noise, measure=True).conflict is None
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_grouped_gradients_agree_with_fp32(tmp_path: Path, precision: str) -> None:
+    """Under autocast (and fp16's GradScaler, whose scale the Gram matrix must divide out),
+    Nash-MTL's bargaining weights, which scale like 1 / |g|, agree with fp32's."""
+    low = ["train.task_grads_dtype=bf16"] if precision == "bf16" else []
+    steps = [
+        _step(make_recipe(tmp_path, "method.name=nashmtl", "method.update_every=1", *extra))
+        for extra in ([], [f"train.precision={precision}", *low])
+    ]
+    batch = _batch(0, 16, 4)
+    for step in steps:
+        step.update(*batch, measure=False)
+    reference, mixed = (step.method.alpha for step in steps)
+    assert not torch.equal(reference, torch.ones(4))
+    assert torch.allclose(mixed, reference, rtol=3e-2), (mixed, reference)

@@ -135,22 +135,26 @@ def plot_conflict(run: Path, out: Path, *, panels: int = CONFLICT_PANELS) -> Pat
     """The per-cluster gradient cosines of ``run`` over training (``conflict`` records).
 
     Top row: the k x k cosine matrix at up to ``panels`` logged steps, evenly spread from the
-    first to the last. Bottom: the cosine of every pair of clusters against the step, coloured by
-    how far apart the clusters are, with the first and last (lowest and highest noise) in bold;
-    ANT's observation O1 is that distant clusters conflict most.
+    first to the last, and its mean over all logged steps (one batch's cosines are noisy; the
+    mean shows the structure). Bottom: the cosine of every pair of clusters against the step,
+    coloured by how far apart the clusters are, with the first and last (lowest and highest
+    noise) in bold; ANT's observation O1 is that distant clusters conflict most.
     """
     series = read_series(run, "conflict")
     count = len(series.steps)
     spread = max(panels - 1, 1)
     chosen = sorted({round(i * (count - 1) / spread) for i in range(min(panels, count))})
     k = len(series.values[0])
-    figure = Figure(figsize=(2.6 * max(len(chosen), 2) + 1.0, 6.4))
-    grid = figure.add_gridspec(2, len(chosen) + 1, width_ratios=[1.0] * len(chosen) + [0.06])
+    mean = [[sum(m[i][j] for m in series.values) / count for j in range(k)] for i in range(k)]
+    shown = [(f"step {series.steps[i]}", series.values[i]) for i in chosen]
+    shown.append((f"mean of {count} steps", mean))
+    figure = Figure(figsize=(2.6 * len(shown) + 1.0, 6.4))
+    grid = figure.add_gridspec(2, len(shown) + 1, width_ratios=[1.0] * len(shown) + [0.06])
     image = None
-    for column, index in enumerate(chosen):
+    for column, (title, matrix) in enumerate(shown):
         ax = figure.add_subplot(grid[0, column])
-        image = ax.imshow(series.values[index], cmap="RdBu", vmin=-1.0, vmax=1.0)
-        ax.set_title(f"step {series.steps[index]}", fontsize="small")
+        image = ax.imshow(matrix, cmap="RdBu", vmin=-1.0, vmax=1.0)
+        ax.set_title(title, fontsize="small")
         ax.set_xticks(range(k))
         ax.set_yticks(range(k))
         ax.set_xlabel("cluster")
