@@ -317,11 +317,13 @@ class _GroupedConv(torch.autograd.Function):
                     grad, inputs, kernel, bias_sizes, *options, [True, False, False]
                 )[0].to(ctx.x_dtype)
             layout = sink.groups
-            k = layout.k
-            weights = torch.zeros(k, *weight.shape, dtype=grad.dtype, device=grad.device)
-            biases = torch.zeros(k, weight.shape[0], dtype=grad.dtype, device=grad.device)
+            slots = [(slot, index) for index, slot in enumerate(ctx.slots) if slot is not None]
+            fresh = {slot.index: sink.fresh(slot) for slot, _ in slots}
+            for slot, _ in slots:
+                if fresh[slot.index] and 0 in layout.counts:
+                    sink.view(slot).zero_()
             for group, first, count in layout.segments():
-                _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                pieces = torch.ops.aten.convolution_backward(
                     grad.narrow(0, first, count),
                     inputs.narrow(0, first, count),
                     kernel,
@@ -329,14 +331,14 @@ class _GroupedConv(torch.autograd.Function):
                     *options,
                     [False, weight_slot is not None, bias_slot is not None],
                 )
-                if grad_w is not None:
-                    weights[group] = grad_w
-                if grad_b is not None:
-                    biases[group] = grad_b
-            if weight_slot is not None:
-                sink.store(weight_slot, weights)
-            if bias_slot is not None:
-                sink.store(bias_slot, biases)
+                for slot, index in slots:
+                    row = sink.view(slot)[group]
+                    if fresh[slot.index]:
+                        row.copy_(pieces[index + 1])
+                    else:
+                        row.add_(pieces[index + 1])
+            for slot, _ in slots:
+                sink.done(slot)
         return grad_x, None, None, None, None, None
 
 
