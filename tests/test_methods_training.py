@@ -140,6 +140,16 @@ def _ddp_worker(rank: int, port: int, recipes: dict[str, dict[str, object]], out
         dist.destroy_process_group()
 
 
+def spawn_two_ranks(recipes: dict[str, Recipe], out: Path) -> None:
+    """Train every recipe 3 steps on 2 gloo ranks; weights go to ``out/<label>-rank<r>.pt``."""
+    mp.spawn(
+        _ddp_worker,
+        args=(_free_port(), {m: r.model_dump(mode="json") for m, r in recipes.items()}, str(out)),
+        nprocs=2,
+        join=True,
+    )
+
+
 # Methods whose update is linear in the rank-averaged per-cluster gradients (or losses) match one
 # process on the whole batch; FAMO's log-loss objective is not linear in the losses, and RLW and
 # DWA are checked for rank identity only.
@@ -167,16 +177,7 @@ def test_two_gloo_ranks_apply_identical_updates(tmp_path: Path) -> None:
         if method == "dwa":
             overrides.append("method.period=1")
         recipes[method] = make_recipe(tmp_path, *overrides)
-    mp.spawn(
-        _ddp_worker,
-        args=(
-            _free_port(),
-            {m: r.model_dump(mode="json") for m, r in recipes.items()},
-            str(tmp_path),
-        ),
-        nprocs=2,
-        join=True,
-    )
+    spawn_two_ranks(recipes, tmp_path)
     for method, like_one_process in DDP_METHODS.items():
         rank0 = torch.load(tmp_path / f"{method}-rank0.pt", weights_only=True)
         rank1 = torch.load(tmp_path / f"{method}-rank1.pt", weights_only=True)

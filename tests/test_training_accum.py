@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from ant.errors import AntError
 from ant.training.loop import fit
@@ -14,12 +13,11 @@ from ant.training.step import Batch
 from tests.test_methods_training import (
     CPU_CTX,
     _batch,
-    _ddp_worker,
-    _free_port,
     _same,
     _step,
     _weights,
     make_recipe,
+    spawn_two_ranks,
 )
 
 ACCUM_METHODS = {
@@ -85,16 +83,7 @@ def test_two_gloo_ranks_with_accumulation_match_one_process(tmp_path: Path) -> N
         "uw": make_recipe(tmp_path, "method.name=uw", *base, "train.grad_accum=2"),
         "pcgrad": make_recipe(tmp_path, "method.name=pcgrad", *base, "train.grad_accum=2"),
     }
-    mp.spawn(
-        _ddp_worker,
-        args=(
-            _free_port(),
-            {m: r.model_dump(mode="json") for m, r in recipes.items()},
-            str(tmp_path),
-        ),
-        nprocs=2,
-        join=True,
-    )
+    spawn_two_ranks(recipes, tmp_path)
     for method in recipes:
         rank0 = torch.load(tmp_path / f"{method}-rank0.pt", weights_only=True)
         rank1 = torch.load(tmp_path / f"{method}-rank1.pt", weights_only=True)
