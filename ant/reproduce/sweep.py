@@ -388,6 +388,9 @@ class Sweep:
         log.flush()
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         forward.children.append(child)
+        if forward.requested and child.poll() is None:
+            # The signal came between the start of the child and the line above.
+            child.send_signal(signal.SIGTERM)
         self._active.append(
             _Active(run, label, child, log, log_path, slot, begin, begin, time.perf_counter())
         )
