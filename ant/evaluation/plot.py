@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ant.atomic import atomic_write
@@ -163,7 +164,7 @@ def plot_conflict(run: Path, out: Path, *, panels: int = CONFLICT_PANELS) -> Pat
     if image is not None:
         figure.colorbar(image, cax=figure.add_subplot(grid[0, -1]), label="cosine")
     lines = figure.add_subplot(grid[1, :-1])
-    palette = matplotlib_colormap("viridis")
+    palette = colormaps["viridis"]
     for i in range(k):
         for j in range(i + 1, k):
             values = [matrix[i][j] for matrix in series.values]
@@ -183,13 +184,6 @@ def plot_conflict(run: Path, out: Path, *, panels: int = CONFLICT_PANELS) -> Pat
     lines.legend(fontsize="x-small", ncol=k)
     lines.grid(alpha=0.3)
     return _save(figure, out)
-
-
-def matplotlib_colormap(name: str) -> Any:
-    """A matplotlib colormap by name."""
-    from matplotlib import colormaps
-
-    return colormaps[name]
 
 
 def plot_ntg(labels: Sequence[str], gaps: Sequence[float], metric: str, out: Path) -> Path:

@@ -33,7 +33,6 @@ k = 5), and under DDP it has to follow the all-reduce anyway.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -46,9 +45,8 @@ from torch import nn
 from ant.models.unet_blocks import GroupNorm32
 from ant.training.task_grads import trainable
 
-logger = logging.getLogger(__name__)
-
-GroupedForward = Callable[[nn.Module, "Sink", Any], torch.Tensor]
+FormBuilder = Callable[[nn.Module, "Sink", Any], Callable[..., torch.Tensor]]
+"""Builds the replacement forward of one layer instance for a sink and the layer's slots."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +162,9 @@ def gram_matrix(rows: torch.Tensor) -> torch.Tensor:
     multiplied in the rows' dtype and accumulated in float64.
     """
     k, n = rows.shape
-    gram = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
     if rows.device.type != "cpu":
-        return gram.add_((rows @ rows.T).double())
+        return (rows @ rows.T).double()
+    gram = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
     for first in range(0, n, GRAM_COLUMNS):
         block = rows[:, first : first + GRAM_COLUMNS]
         gram += (block @ block.T).double()
@@ -450,13 +448,10 @@ def _affine(
     xhat: torch.Tensor,
     module: nn.Module,
     view_shape: tuple[int, ...],
+    channel_dims: tuple[int, ...],
     sink: Sink,
     slots: Any,
 ) -> torch.Tensor:
-    channel_dims: tuple[int, ...] = (1,)
-    if isinstance(module, nn.LayerNorm):
-        width = len(module.normalized_shape)
-        channel_dims = tuple(range(len(view_shape) - width, len(view_shape)))
     out: torch.Tensor = _GroupedAffine.apply(
         xhat, module.weight, module.bias, view_shape, channel_dims, sink, slots
     )
@@ -469,7 +464,7 @@ def _group_norm(module: nn.Module, sink: Sink, slots: Any) -> Callable[..., torc
     def forward(x: torch.Tensor) -> torch.Tensor:
         xhat = F.group_norm(x, module.num_groups, None, None, module.eps)
         shape = (1, module.num_channels, *([1] * (x.ndim - 2)))
-        return _affine(xhat, module, shape, sink, slots)
+        return _affine(xhat, module, shape, (1,), sink, slots)
 
     return forward
 
@@ -490,7 +485,8 @@ def _layer_norm(module: nn.Module, sink: Sink, slots: Any) -> Callable[..., torc
         shape = tuple(module.normalized_shape)
         xhat = F.layer_norm(x, shape, None, None, module.eps)
         view = (1,) * (x.ndim - len(shape)) + shape
-        return _affine(xhat, module, view, sink, slots)
+        channels = tuple(range(x.ndim - len(shape), x.ndim))
+        return _affine(xhat, module, view, channels, sink, slots)
 
     return forward
 
@@ -505,7 +501,7 @@ def _embedding_supported(module: nn.Module) -> bool:
     return module.max_norm is None and not module.scale_grad_by_freq and not module.sparse
 
 
-FORMS: dict[type[nn.Module], tuple[Callable[..., Callable[..., torch.Tensor]], Any]] = {
+FORMS: dict[type[nn.Module], tuple[FormBuilder, Any]] = {
     nn.Linear: (_linear, None),
     nn.Conv1d: (_conv, _conv_supported),
     nn.Conv2d: (_conv, _conv_supported),
@@ -520,7 +516,7 @@ instance's options (``None``: every instance is supported). A subclass that does
 ``forward`` uses its base class's form."""
 
 
-def _form(module: nn.Module) -> Callable[..., Callable[..., torch.Tensor]] | None:
+def _form(module: nn.Module) -> FormBuilder | None:
     kind = type(module)
     for base in kind.__mro__:
         if base in FORMS:
@@ -552,7 +548,7 @@ class GroupedGrads:
             self.slots.append(slot)
             offset += param.numel()
         self.numel = offset
-        self.layers: list[tuple[nn.Module, Callable[..., Callable[..., torch.Tensor]], Any]] = []
+        self.layers: list[tuple[nn.Module, FormBuilder, Any]] = []
         uncovered: set[str] = set()
         covered: set[int] = set()
         for layer in module.modules():

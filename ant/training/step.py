@@ -178,7 +178,8 @@ class TrainStep:
         x_t = self.diffusion.q_sample(x0, t, noise)
         self.optimizer.zero_grad(set_to_none=True)
         method = self.method
-        watch = bool(self.conflict_every) and self.steps_done % (self.conflict_every or 1) == 0
+        every = self.conflict_every
+        watch = every is not None and self.steps_done % every == 0
         batch = Batch(x0, x_t, t, labels, noise, cluster)
         if isinstance(method, GradientMethod) and method.wants_grads(self.steps_done):
             outcome = self._gradient_update(method, batch)
@@ -324,7 +325,7 @@ class TrainStep:
             direction = method.combine_grads(rows, grads.losses)
             if scale is not None:
                 direction = direction * scale
-        assign_grads(self._grouped_params(), direction)
+        assign_grads(grads.params, direction)
         return Outcome(grads.per_sample, grads.cluster, grads.losses.mean(), grads)
 
     def _loss_update_from_task_grads(self, batch: Batch) -> Outcome:
@@ -343,11 +344,8 @@ class TrainStep:
         if losses.grad is None:
             raise RuntimeError(f"method {type(self.method).__name__}: combine ignores the losses")
         direction = (self.clusters.k * losses.grad).to(grads.rows.dtype) @ grads.rows
-        assign_grads(self._grouped_params(), direction)
+        assign_grads(grads.params, direction)
         return Outcome(grads.per_sample, grads.cluster, total.detach(), grads)
-
-    def _grouped_params(self) -> list[nn.Parameter]:
-        return [p for _, p in trainable(unwrap(self.model))]
 
     def task_gradients(self, batch: Batch) -> TaskGradients:
         """The k per-cluster gradients of the local batch, averaged over ranks.
@@ -366,6 +364,11 @@ class TrainStep:
         clusters = torch.cat([part.cluster for part in micro])
         per_samples: list[torch.Tensor] = []
         losses = torch.zeros(k, device=device)
+        params = (
+            self._grouped(module).parameters
+            if self.task_grads == "grouped"
+            else [p for _, p in trainable(module)]
+        )
         if self.task_grads == "grouped":
             grouped = self._grouped(module)
             if self._buffer is None:
@@ -389,7 +392,6 @@ class TrainStep:
             rows = self._vmap_rows(module, micro, scale, per_samples)
             losses = cluster_losses(torch.cat(per_samples), clusters, k)
         else:
-            params = [p for _, p in trainable(module)]
             rows = torch.zeros(k, sum(p.numel() for p in params), device=device)
             for part in micro:
                 per_sample, share = self._forward_losses(module, part, size)
@@ -403,6 +405,7 @@ class TrainStep:
             dist.all_reduce(rows, op=dist.ReduceOp.AVG)
             dist.all_reduce(losses, op=dist.ReduceOp.AVG)
         return TaskGradients(
+            params=params,
             rows=rows,
             losses=losses,
             per_sample=torch.cat(per_samples),
@@ -487,10 +490,11 @@ class Batch:
 
 @dataclass
 class TaskGradients:
-    """The k per-cluster gradients of a step: ``rows`` ``[k, P]`` (times ``scale`` under fp16),
-    the cluster losses ``[k]`` and per-sample losses, all averaged over ranks; the unscaled Gram
-    matrix is formed on first use."""
+    """The k per-cluster gradients of a step: ``rows`` ``[k, P]`` over ``params`` (times
+    ``scale`` under fp16), the cluster losses ``[k]`` and per-sample losses, all averaged over
+    ranks; the unscaled Gram matrix is formed on first use."""
 
+    params: list[nn.Parameter]
     rows: torch.Tensor
     losses: torch.Tensor
     per_sample: torch.Tensor
