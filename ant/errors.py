@@ -11,6 +11,21 @@ class AntError(Exception):
     """
 
     exit_code = 2
+    label = "Error"
+
+
+class Diverged(AntError):
+    """Training produced NaN or infinite values; nothing non-finite was saved (exit code 3)."""
+
+    exit_code = 3
+
+
+class Preempted(AntError):
+    """Training stopped on a signal after saving a checkpoint (exit code 143, as SIGTERM's
+    default; schedulers requeue on it and ``--resume`` continues)."""
+
+    exit_code = 143
+    label = "Stopped"
 
 
 def one_line(exc: BaseException) -> str:

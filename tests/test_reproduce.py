@@ -586,7 +586,7 @@ def test_a_signal_stops_the_sweep_after_the_running_trainer(
     start = time.perf_counter()
     result = invoke(*args, "--launcher", stop)
     assert time.perf_counter() - start < 20
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == 143, result.output
     assert result.output.count(": starting") == 1
     assert "stopped at step 0; rerun the same command to resume" in result.output
     assert "interrupted" in result.output

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import IO, Any
 
 import click
 
 from ant import __version__
+from ant.atomic import DISK_ERRORS, disk_error
 from ant.errors import AntError, one_line
 
 
 class UserError(click.ClickException):
-    """An :class:`AntError` on its way out of click: one line on stderr, exit code 2."""
+    """An :class:`AntError` on its way out of click: one line on stderr and the error's exit code
+    (2 for bad input, 3 for a diverged run, 143 for a run stopped by a signal); an empty message
+    (the other ranks of a stopped run) prints nothing."""
 
     exit_code = AntError.exit_code
+    label = AntError.label
+
+    @classmethod
+    def of(cls, error: AntError) -> UserError:
+        """The click exception that reports ``error``."""
+        kind = type(cls.__name__, (cls,), {"exit_code": error.exit_code, "label": error.label})
+        return kind(one_line(error) if str(error) else "")
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"Error: {self.message}", err=True, file=file)
+        if self.message:
+            click.echo(f"{self.label}: {self.message}", err=True, file=file)
 
 
 class PluginGroup(click.Group):
@@ -37,7 +49,7 @@ class PluginGroup(click.Group):
         try:
             self.providers = add_commands(get_plugin_manager(), self)
         except AntError as exc:
-            raise UserError(one_line(exc)) from None
+            raise UserError.of(exc) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self.load_plugin_commands()
@@ -51,7 +63,11 @@ class PluginGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AntError as exc:
-            raise UserError(one_line(exc)) from None
+            raise UserError.of(exc) from None
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS or exc.filename is None:
+                raise
+            raise UserError.of(disk_error(Path(exc.filename), exc)) from None
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,6 +40,21 @@ def decode_sample(sample: dict[str, Any]) -> Decoded:
     return x, y, str(sample["__key__"])
 
 
+def check_label(y: int, num_classes: int | None) -> None:
+    """Raise ValueError unless ``y`` is a class of a ``num_classes``-way model (None: any)."""
+    if num_classes is None:
+        return
+    if y == UNLABELLED:
+        raise ValueError(
+            f"it has no label but model.num_classes is {num_classes} (set model.num_classes=0 "
+            "for unlabelled data)"
+        )
+    if not 0 <= y < num_classes:
+        raise ValueError(
+            f"its label {y} is outside 0..{num_classes - 1} (model.num_classes={num_classes})"
+        )
+
+
 def collate(samples: list[Decoded], return_keys: bool = False) -> Batch:
     """Stack decoded samples into ``(x [B, C, H, W] float32, y [B] int64)`` (plus keys)."""
     x = torch.from_numpy(np.stack([s[0] for s in samples]))

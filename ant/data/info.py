@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from ant.data.decode import decode_sample
+from ant.data.meta import DatasetMeta
 from ant.data.progress import track
 from ant.data.shards import ShardError, ShardSet, describe_exception, iter_shard
 from ant.errors import AntError
@@ -80,13 +83,28 @@ def summarize(shards: ShardSet) -> Summary:
     )
 
 
-def _check_shard(url: str, expected: int | None) -> ShardCheck:
+def check_sample(sample: dict[str, Any], meta: DatasetMeta | None) -> None:
+    """Decode ``sample`` and check it against ``meta`` (shape, finite values, label range);
+    raises ValueError (or the decoder's error) naming what is wrong."""
+    x, y, _ = decode_sample(sample)
+    if meta is not None:
+        height, width, channels = meta.shape
+        if x.shape != (channels, height, width):
+            expected = [channels, height, width]
+            raise ValueError(f"shape {list(x.shape)} (C, H, W) differs from meta.json's {expected}")
+        if meta.labelled and meta.num_classes and not 0 <= y < meta.num_classes:
+            raise ValueError(f"label {y} is outside meta.json's {meta.num_classes} classes")
+    if not np.isfinite(x).all():
+        raise ValueError("it holds NaN or infinite values")
+
+
+def _check_shard(url: str, expected: int | None, meta: DatasetMeta | None) -> ShardCheck:
     count = 0
     problem = None
     try:
         for sample in iter_shard(url):
             try:
-                decode_sample(sample)
+                check_sample(sample, meta)
             except Exception as exc:
                 problem = problem or f"sample {sample.get('__key__')}: {describe_exception(exc)}"
                 continue
@@ -97,9 +115,11 @@ def _check_shard(url: str, expected: int | None) -> ShardCheck:
 
 
 def verify(shards: ShardSet) -> list[ShardCheck]:
-    """Read and decode every sample of every shard (with a progress bar)."""
+    """Read, decode and check every sample of every shard against meta.json (with a progress
+    bar)."""
     pairs = zip(shards.urls, shards.expected_counts(), strict=True)
-    return [_check_shard(url, count) for url, count in track(pairs, len(shards.urls), "verifying")]
+    tracked = track(pairs, len(shards.urls), "verifying")
+    return [_check_shard(url, count, shards.meta) for url, count in tracked]
 
 
 def _classes_text(summary: Summary) -> str:
@@ -171,4 +191,4 @@ def verdict(summary: Summary, checks: list[ShardCheck]) -> str:
             f"verification failed: read {total} samples but meta.json says {summary.count}; "
             "re-pack the data"
         )
-    return f"verified: {total} samples in {len(checks)} shard(s) read and decoded"
+    return f"verified: {total} samples in {len(checks)} shard(s) read, decoded and checked"

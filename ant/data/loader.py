@@ -33,6 +33,7 @@ import torch
 import webdataset as wds
 
 from ant.data.decode import UNLABELLED, Keyed, Pair
+from ant.data.meta import DatasetMeta
 from ant.data.shards import resolve_shards
 from ant.data.stream import ShardStream, Skipped, StreamPlan, WorkerItem
 from ant.errors import AntError, one_line
@@ -101,6 +102,13 @@ class ShardLoader(Generic[BatchT]):
                 yield cast(BatchT, item.batch)
 
 
+def _sample_shape(meta: DatasetMeta | None) -> tuple[int, int, int] | None:
+    if meta is None:
+        return None
+    height, width, channels = meta.shape
+    return channels, height, width
+
+
 @overload
 def make_loader(
     shards: str,
@@ -116,6 +124,7 @@ def make_loader(
     num_workers: int = 0,
     skip_corrupt: bool = False,
     return_keys: Literal[False] = False,
+    num_classes: int | None = None,
 ) -> ShardLoader[Pair]: ...
 
 
@@ -134,6 +143,7 @@ def make_loader(
     num_workers: int = 0,
     skip_corrupt: bool = False,
     return_keys: Literal[True],
+    num_classes: int | None = None,
 ) -> ShardLoader[Keyed]: ...
 
 
@@ -151,12 +161,15 @@ def make_loader(
     num_workers: int = 0,
     skip_corrupt: bool = False,
     return_keys: bool = False,
+    num_classes: int | None = None,
 ) -> ShardLoader[Any]:
     """The loader of rank ``rank`` of ``world_size`` over ``shards`` (see the module docs).
 
     ``shards`` is a folder written by ``ant data pack`` (with meta.json), a brace pattern such as
     ``data/shard-{000000..000009}.tar`` or any URL webdataset opens (``pipe:cat ...``).
-    ``batch_size`` is per rank. With ``return_keys`` batches are ``(x, y, keys)``.
+    ``batch_size`` is per rank. With ``return_keys`` batches are ``(x, y, keys)``. Every sample
+    is checked against meta.json's shape, for finite values and, with ``num_classes``, for a
+    label below it; a bad one is a corrupt sample named with its shard.
     """
     if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
         raise AntError(
@@ -208,5 +221,7 @@ def make_loader(
         skip_corrupt=skip_corrupt,
         return_keys=return_keys,
         num_workers=max(workers, 1),
+        num_classes=num_classes,
+        shape=_sample_shape(shard_set.meta),
     )
     return ShardLoader(ShardStream(plan), workers, batches)

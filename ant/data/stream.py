@@ -12,7 +12,7 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ant.data.decode import Batch, Decoded, collate, decode_sample
+from ant.data.decode import Batch, Decoded, check_label, collate, decode_sample
 from ant.data.shards import ShardError, describe_exception, iter_shard
 from ant.errors import AntError
 
@@ -42,6 +42,10 @@ class StreamPlan:
     skip_corrupt: bool
     return_keys: bool
     num_workers: int
+    num_classes: int | None = None
+    """Labels must be in ``0 .. num_classes - 1`` (None: not checked)."""
+    shape: tuple[int, int, int] | None = None
+    """Every sample's ``[C, H, W]`` (meta.json's; None: that of the first sample)."""
 
 
 @dataclass(frozen=True)
@@ -133,13 +137,17 @@ class ShardStream(IterableDataset[WorkerItem]):
         self, samples: Iterable[dict[str, Any]], pending: list[Skipped], worker: int
     ) -> Iterator[Decoded]:
         flip = self._rng(worker, "flip") if self.plan.hflip else None
-        shape: tuple[int, ...] | None = None
+        shape: tuple[int, ...] | None = self.plan.shape
         for sample in samples:
             url, key = str(sample.get("__url__", "?")), str(sample.get("__key__", "?"))
             try:
                 x, y, key = decode_sample(sample)
                 if shape is not None and x.shape != shape:
-                    raise ValueError(f"shape {list(x.shape)} differs from earlier {list(shape)}")
+                    what = "meta.json's" if self.plan.shape is not None else "earlier"
+                    raise ValueError(f"shape {list(x.shape)} differs from {what} {list(shape)}")
+                check_label(y, self.plan.num_classes)
+                if not np.isfinite(x).all():
+                    raise ValueError("it holds NaN or infinite values")
             except Exception as exc:
                 self._skip(ShardError(url, describe_exception(exc), key), pending)
                 continue

@@ -31,7 +31,7 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from ant.atomic import atomic_write
+from ant.atomic import torch_save
 from ant.data.loader import make_loader
 from ant.data.shards import resolve_shards
 from ant.errors import AntError
@@ -293,8 +293,7 @@ def trained_classifier(
         return TrainedClassifier(path, json.loads(meta_path.read_text()))
     images, labels, num_classes = load_labelled(spec)
     checkpoint, facts = train_classifier(images, labels, num_classes, settings, progress=progress)
-    with atomic_write(path) as handle:
-        torch.save(checkpoint, handle)
+    torch_save(checkpoint, path)
     meta = {
         "data": spec,
         "data_sha256": digest,

@@ -15,7 +15,6 @@ where to get it, raised before any sampling starts.
 
 from __future__ import annotations
 
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.utils import create_feature_extractor
 
+from ant.atomic import load_torch_file
 from ant.errors import AntError
 from ant.evaluation.cache import file_digest
 from ant.evaluation.images import ImageSet, to_channels
@@ -117,13 +117,7 @@ class TorchFidelityExtractor(FeatureExtractor):
                 f"{self.title} weights {where} (ant never downloads them): download "
                 f"{self.weights_url} and pass --weights PATH (or put it in {path.parent}/)"
             )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-            raise AntError(
-                f"{path} is not a {self.title} weights file ({detail}): download {self.weights_url}"
-            ) from None
+        state = load_torch_file(path, f"{self.title} weights file (from {self.weights_url})")
         if not isinstance(state, dict):
             raise AntError(f"{path} is not a {self.title} state dict: download {self.weights_url}")
         self.weights = path

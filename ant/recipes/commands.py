@@ -33,12 +33,19 @@ def show_command(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def validate_command(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Check RECIPE against the schema and the installed plugins (exit code 2 if invalid).
+    """Check RECIPE as `ant train` would before its first step (exit code 2 if invalid).
 
+    The schema, the installed plugins, the clusters, the method, the batch split and the
+    model against the data's meta.json; what needs the world size or the VAE is named.
     KEY=VALUE overrides follow RECIPE, as for `ant recipe show`.
     """
+    from ant.training.build import plan_run
+
     resolved = load_recipe(recipe, overrides)
+    plan = plan_run(resolved, None, training=False)
     click.echo(f"{recipe}: valid (model {resolved.model.name}, method {resolved.method.name})")
+    for note in plan.checked.notes:
+        click.echo(f"  note: {note}")
 
 
 @click.command("recipes")

@@ -105,9 +105,14 @@ def _read_tree(path: Path, chain: tuple[Path, ...]) -> RawRecipe:
         raise AntError(f"recipe file not found: {path}") from None
     except OSError as exc:
         raise AntError(f"cannot read recipe {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise AntError(f"{path} is not a text file: a recipe is YAML in UTF-8") from None
     data = parse_yaml(text, str(path))
     if data is None:
-        data = {}
+        raise AntError(
+            f"{path} is empty: a recipe sets at least one section (`ant recipe show digits_dit` "
+            "prints a full one)"
+        )
     if not isinstance(data, dict):
         raise AntError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)

@@ -150,6 +150,14 @@ class TrainConfig(Section):
     timestep_range: tuple[int, int] | None = Field(
         None, description="train only on timesteps a..b (inclusive), for interval-specific models"
     )
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a NaN/inf loss or gradient: stop (nothing non-finite is saved), or skip "
+        "that update",
+    )
+    nonfinite_patience: int = Field(
+        20, ge=1, description="consecutive skipped updates (skip, or fp16's GradScaler) that stop"
+    )
 
 
 class SampleConfig(Section):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ant.errors import AntError
+from ant.errors import AntError, Preempted
 from ant.reproduce.variants import PRESETS
 
 
@@ -211,7 +211,7 @@ def reproduce_command(
         )
         if outcome.interrupted:
             click.echo("interrupted: rerun the same command to resume", err=True)
-            code = 130
+            code = Preempted.exit_code
         elif outcome.failed:
             code = 1
     results, written = write_report(

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import IO, Any
 
 from ant.atomic import atomic_write
-from ant.errors import AntError
+from ant.errors import AntError, Preempted
 from ant.progress import progress_bar
 from ant.reproduce.plan import FINISHED, Plan, PlannedRun, resume_step, run_state
 from ant.training.checkpoint import list_checkpoints
@@ -416,7 +416,10 @@ class Sweep:
             self.echo(
                 f"{label}: finished in {duration(elapsed)}{rate}; {self._eta()} for the sweep"
             )
-        elif forward.requested:
+        elif forward.requested or code == Preempted.exit_code:
+            # A trainer stopped by its own signal (a scheduler's) means the sweep is preempted
+            # too: it starts no further run.
+            forward.requested = True
             self.echo(f"{label}: stopped at step {end}; rerun the same command to resume")
         else:
             text = active.log_path.read_text(encoding="utf-8", errors="replace")

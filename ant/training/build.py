@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,8 +19,9 @@ from ant.recipes.schema import MethodConfig, WeightingConfig
 from ant.training.distributed import DistContext
 from ant.training.ema import make_ema
 from ant.training.grouped import GroupedGrads, describe_fallback
+from ant.training.preflight import Preflight, check_sizes, preflight, uses_task_grads
 from ant.training.step import TrainStep
-from ant.training.timesteps import ClusterTable, check_stratified_batch
+from ant.training.timesteps import ClusterTable
 
 logger = logging.getLogger(__name__)
 
@@ -147,59 +149,6 @@ def build_optimizer(
     )
 
 
-def timestep_sampling(recipe: Recipe, method: Method) -> str:
-    """``uniform`` for methods that ask for it (vanilla), else ``clustering.sampling``."""
-    return "uniform" if method.timestep_sampling == "uniform" else recipe.clustering.sampling
-
-
-def _uses_task_grads(recipe: Recipe, method: Method) -> bool:
-    """Whether some steps need per-cluster gradients: gradient methods, conflict monitoring, and
-    gradient accumulation of a method that is not affine in the losses."""
-    train = recipe.train
-    return (
-        isinstance(method, GradientMethod)
-        or train.conflict_every is not None
-        or (train.grad_accum > 1 and not method.linear_in_losses)
-    )
-
-
-def _check_task_grads(
-    recipe: Recipe, method: Method, weighting: TimestepWeighting | None, sampling: str
-) -> None:
-    if not _uses_task_grads(recipe, method):
-        return
-    if recipe.train.task_grads == "vmap":
-        if sampling != "stratified":
-            raise AntError(
-                f"method '{recipe.method.name}' with train.task_grads=vmap needs stratified "
-                "timestep sampling (one batch chunk per cluster): set clustering.sampling="
-                "stratified, or train.task_grads=grouped"
-            )
-        if recipe.train.compile and isinstance(method, GradientMethod):
-            raise AntError(
-                "train.compile does not apply to the vmap per-cluster gradients of method "
-                f"'{recipe.method.name}': set train.compile=false or train.task_grads=grouped"
-            )
-    if weighting is not None and any(True for _ in weighting.parameters()):
-        raise AntError(
-            f"weighting '{recipe.weighting.name}' learns its weights by back-propagation, which "
-            "per-cluster gradient steps bypass: unset train.conflict_every (or use "
-            "train.grad_accum=1 with this method)"
-        )
-
-
-def _check_grad_accum(recipe: Recipe, local_batch: int, k: int, sampling: str) -> None:
-    parts = recipe.train.grad_accum
-    unit = local_batch // k if sampling == "stratified" else local_batch
-    if unit % parts:
-        what = f"each cluster's share ({unit})" if sampling == "stratified" else "it"
-        raise AntError(
-            f"train.grad_accum={parts} must divide the per-rank batch ({local_batch}) so that "
-            f"every micro-batch is stratified like it: {what} is not divisible by {parts}; "
-            "change train.global_batch_size or train.grad_accum"
-        )
-
-
 def _task_grads_mode(recipe: Recipe, model: nn.Module, sampling: str) -> str:
     """``train.task_grads``, or the fallback when grouped gradients do not cover the model."""
     mode = recipe.train.task_grads
@@ -213,22 +162,28 @@ def _task_grads_mode(recipe: Recipe, model: nn.Module, sampling: str) -> str:
     return fallback
 
 
-def _timestep_range(recipe: Recipe, sampling: str) -> tuple[int, int] | None:
-    span = recipe.train.timestep_range
-    if span is None:
-        return None
-    low, high = span
-    if not 0 <= low <= high < recipe.diffusion.timesteps:
-        raise AntError(
-            f"train.timestep_range {list(span)} must satisfy 0 <= a <= b < diffusion.timesteps "
-            f"({recipe.diffusion.timesteps})"
-        )
-    if sampling != "uniform":
-        raise AntError(
-            "train.timestep_range trains one interval-specific model: use it with "
-            f"method.name=vanilla (or a timestep weighting), not '{recipe.method.name}'"
-        )
-    return low, high
+@dataclass
+class RunPlan:
+    """The cheap parts of a run, built and checked before any weight: the clustering, the
+    diffusion, the method and weighting, and what :func:`preflight` decided."""
+
+    clustering: Clustering
+    diffusion: GaussianDiffusion
+    method: Method
+    weighting: TimestepWeighting | None
+    checked: Preflight
+
+
+def plan_run(recipe: Recipe, world_size: int | None, *, training: bool = True) -> RunPlan:
+    """Build the clusters, the diffusion and the method, and run the pre-flight checks that
+    ``ant train`` and ``ant recipe validate`` share (:mod:`ant.training.preflight`)."""
+    check_sizes(recipe, world_size or 1)
+    clustering = build_clustering(recipe)
+    k = len(clustering.intervals)
+    diffusion = build_diffusion(recipe)
+    method, weighting = build_method(recipe, k, diffusion)
+    checked = preflight(recipe, world_size, k, method, weighting, training=training)
+    return RunPlan(clustering, diffusion, method, weighting, checked)
 
 
 def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clustering]:
@@ -238,43 +193,32 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clust
     each draws its own timesteps and noise.
     """
     device = ctx.device
-    if recipe.train.global_batch_size % ctx.world_size != 0:
-        raise AntError(
-            f"train.global_batch_size ({recipe.train.global_batch_size}) must be divisible by "
-            f"the number of ranks ({ctx.world_size})"
-        )
+    torch.manual_seed(recipe.train.seed)
+    plan = plan_run(recipe, ctx.world_size)
     if device.type == "cuda" and recipe.train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe).to(device)
     ema = make_ema(model)
-    clustering = build_clustering(recipe)
-    intervals = clustering.intervals
-    diffusion = build_diffusion(recipe)
-    method, weighting = build_method(recipe, len(intervals), diffusion)
+    method, weighting = plan.method, plan.weighting
     method.to(device)
     parts: list[Method | TimestepWeighting] = [method]
     if weighting is not None:
         parts.append(weighting.to(device))
     torch.manual_seed(recipe.train.seed * 1_000_003 + ctx.rank)
-    sampling = timestep_sampling(recipe, method)
-    local_batch = recipe.train.global_batch_size // ctx.world_size
-    if sampling == "stratified":
-        check_stratified_batch(local_batch, len(intervals))
-    _check_grad_accum(recipe, local_batch, len(intervals), sampling)
-    _check_task_grads(recipe, method, weighting, sampling)
+    sampling = plan.checked.sampling
     task_grads = (
         _task_grads_mode(recipe, model, sampling)
-        if _uses_task_grads(recipe, method)
+        if uses_task_grads(recipe, method)
         else recipe.train.task_grads
     )
     step = TrainStep(
         model=model,
         ema=ema,
-        diffusion=diffusion,
+        diffusion=plan.diffusion,
         method=method,
-        clusters=ClusterTable.from_intervals(intervals, device),
+        clusters=ClusterTable.from_intervals(plan.clustering.intervals, device),
         optimizer=build_optimizer(recipe, model, parts, device),
         ema_decay=recipe.train.ema_decay,
         precision=recipe.train.precision,
@@ -287,6 +231,7 @@ def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clust
         task_grads_dtype=recipe.train.task_grads_dtype,
         grad_accum=recipe.train.grad_accum,
         conflict_every=recipe.train.conflict_every,
-        timestep_range=_timestep_range(recipe, sampling),
+        timestep_range=plan.checked.timestep_range,
+        on_nonfinite=recipe.train.on_nonfinite,
     )
-    return step, clustering
+    return step, plan.clustering

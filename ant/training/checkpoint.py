@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ant.atomic import atomic_write
+from ant.atomic import load_torch_file, torch_save
 from ant.errors import AntError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -26,11 +24,21 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync the folder).
 
     A crash at any point leaves either the previous file or the complete new one, never a
-    truncated checkpoint under the final name.
+    truncated checkpoint under the final name; a full or read-only disk is one line with the
+    checkpoint's size and the space free.
     """
-    with atomic_write(path) as handle:
-        torch.save(state, handle)
-    return path
+    return torch_save(state, path, size=tensor_bytes(state))
+
+
+def tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in a nested state (about the size of its checkpoint)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -43,14 +51,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = latest
     if not path.is_file():
         raise AntError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AntError(
-            f"checkpoint {path} is corrupt or not an ant checkpoint ({first}); "
-            "use an earlier one from the same folder"
-        ) from None
+    state = load_torch_file(path, "checkpoint of ant", map_location)
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise AntError(f"{path} is not an ant checkpoint (no model weights and recipe in it)")
     return state

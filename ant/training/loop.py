@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ant.clustering import write_clusters
 from ant.data.loader import ShardLoader, make_loader
-from ant.errors import AntError
+from ant.errors import AntError, Preempted
 from ant.latent.recipe import training_encoder
 from ant.recipes import Recipe, write_resolved_recipe
 from ant.training.build import build_train_step
@@ -28,10 +27,13 @@ from ant.training.checkpoint import (
     save_checkpoint,
 )
 from ant.training.distributed import DistContext, barrier, init_distributed, shutdown
+from ant.training.guard import NonFiniteGuard
 from ant.training.logbook import Logbook, truncate_metrics
 from ant.training.progress import TrainProgress
 from ant.training.rng import gather_rng_states, restore_rng_state
+from ant.training.rundir import RunLock, clean_leftovers
 from ant.training.samples import write_sample_grid
+from ant.training.signals import StopFlag, StopVote, stop_on_signals
 from ant.training.step import StepOutput, TrainStep, unwrap
 
 CHECKPOINT_FORMAT = 1
@@ -40,40 +42,6 @@ CHECKPOINT_FORMAT = 1
 def default_run_dir(recipe: Recipe) -> Path:
     """``train.run_dir`` if set, else ``runs/<recipe name>``."""
     return Path(recipe.train.run_dir) if recipe.train.run_dir else Path("runs") / recipe.name
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop saves a checkpoint after the current step and exits."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-
-@contextmanager
-def stop_on_signals(flag: StopFlag) -> Iterator[None]:
-    """Route SIGTERM and SIGINT to ``flag`` for the duration of training."""
-    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _check_data(recipe: Recipe) -> None:
-    if recipe.data.shards is None:
-        raise AntError(
-            "data.shards is not set: pack data first (`ant data pack digits data/digits`) and "
-            "pass data.shards=data/digits"
-        )
-    if not recipe.data.resampled:
-        raise AntError(
-            "training streams resampled shards so every rank runs the same number of steps: "
-            "set data.resampled=true (non-resampled loading is for one exact pass)"
-        )
 
 
 def _record(
@@ -114,14 +82,6 @@ def conflict_record(cosines: torch.Tensor) -> dict[str, Any]:
     return {"conflict": matrix, "conflict_first_last": matrix[0][-1]}
 
 
-def _stop_everywhere(flag: StopFlag, ctx: DistContext) -> bool:
-    if not ctx.distributed:
-        return flag.requested
-    requested = torch.tensor([1.0 if flag.requested else 0.0], device=ctx.device)
-    dist.all_reduce(requested, op=dist.ReduceOp.MAX)
-    return bool(requested.item() > 0)
-
-
 def _batches(loader: ShardLoader[Any], skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless batches, epoch after epoch, starting ``skip`` batches into the current epoch."""
     while True:
@@ -152,7 +112,19 @@ def train(
 def fit(
     recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool = False, show: bool = True
 ) -> TrainStep:
-    """Train in ``run_dir`` within an initialised context; returns the trained parts."""
+    """Train in ``run_dir`` within an initialised context; returns the trained parts.
+
+    Rank 0 holds the run directory's lock throughout (:mod:`ant.training.rundir`). Raises
+    :class:`~ant.errors.Preempted` after saving when a signal stopped the run, and
+    :class:`~ant.errors.Diverged` when it went non-finite (:mod:`ant.training.guard`).
+    """
+    with RunLock(run_dir) if ctx.is_main else contextlib.nullcontext():
+        if ctx.is_main:
+            clean_leftovers(run_dir)
+        return _fit(recipe, run_dir, ctx, resume=resume, show=show)
+
+
+def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show: bool) -> TrainStep:
     device = ctx.device
     latest = latest_checkpoint(run_dir)
     if latest is not None and not resume:
@@ -160,9 +132,8 @@ def fit(
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
             "or --run-dir for a new one"
         )
-    _check_data(recipe)
-    encode = training_encoder(recipe, device)
     step, clustering = build_train_step(recipe, ctx)
+    encode = training_encoder(recipe, device)
     intervals = clustering.intervals
     model = step.model
     local_batch = recipe.train.global_batch_size // ctx.world_size
@@ -205,6 +176,7 @@ def fit(
         hflip=recipe.data.hflip,
         num_workers=recipe.data.num_workers,
         skip_corrupt=recipe.data.skip_corrupt,
+        num_classes=recipe.model.num_classes if step.conditional else None,
     )
     per_epoch = len(loader)
     loader.epoch = start // per_epoch
@@ -214,54 +186,72 @@ def fit(
     if eval_every:
         _prepare_evaluation(step, recipe, ctx)
     logbook = Logbook(run_dir, start) if ctx.is_main else None
+    train = recipe.train
+    guard = NonFiniteGuard(train.on_nonfinite, train.nonfinite_patience, step.fp16, device)
     flag = StopFlag()
-    total = recipe.train.steps
-    log_every = recipe.train.log_every
+    vote = StopVote(flag, device, ctx.distributed)
+    total = train.steps
     current = start
-    checked_labels = False
+    stop = False
     with stop_on_signals(flag), TrainProgress(total, start, enabled=show and ctx.is_main) as bar:
         tick, tick_step = time.perf_counter(), current
-        while current < total:
+        while current < total and not stop:
             x, y = next(batches)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             if encode is not None:
                 x = encode(x)
-            if step.conditional and not checked_labels:
-                _check_labels(y, recipe)
-                checked_labels = True
             current += 1
-            measure = current % log_every == 0
+            measure = current % train.log_every == 0 or current == total
             out = step(x, y, measure)
+            guard.observe(current, out.finite)
             bar.advance()
+            stop = vote()
             if measure:
                 now = time.perf_counter()
-                rate = (current - tick_step) * recipe.train.global_batch_size / (now - tick)
+                rate = (current - tick_step) * train.global_batch_size / (now - tick)
                 record = _record(current, out, step.optimizer, ctx, rate)
                 tick, tick_step = now, current
+                report = guard.check(current, [], run_dir, ctx.distributed)
+                if report.skipped:
+                    record["skipped_steps"] = report.skipped
                 if logbook is not None:
                     logbook.log(record)
+                report.raise_problem()
                 bar.show_loss(record["loss"])
             elif out.conflict is not None and logbook is not None:
                 logbook.log({"step": current, **conflict_record(out.conflict)})
-            stop = (
-                flag.requested if not ctx.distributed else (measure and _stop_everywhere(flag, ctx))
-            )
-            if stop or current % recipe.train.ckpt_every == 0 or current == total:
+            save = stop or current % train.ckpt_every == 0 or current == total
+            grid = bool(train.sample_every) and current % (train.sample_every or 1) == 0
+            evaluate = bool(eval_every) and current % (eval_every or 1) == 0
+            if save or grid or evaluate:
+                guard.check(current, _weights(step), run_dir, ctx.distributed).raise_problem()
+            if save:
                 _save(step, recipe, intervals, current, run_dir, ctx)
-            if recipe.train.sample_every and current % recipe.train.sample_every == 0:
+            if grid:
                 _grid(step.ema, recipe, run_dir, f"step-{current:07d}", ctx)
-            if eval_every and current % eval_every == 0:
+            if evaluate:
                 _evaluate(step, recipe, current, ctx, logbook, show)
-            if stop:
-                if ctx.is_main:
-                    print(f"stopped by signal at step {current}; resume with --resume")
-                break
-    if current == total:
-        _grid(step.ema, recipe, run_dir, "final", ctx)
     if logbook is not None:
         logbook.close()
+    if current < total:
+        name = signal.Signals(flag.signal).name if flag.signal else "a signal on another rank"
+        raise Preempted(
+            f"{name} after step {current}, whose checkpoint is saved; continue with --resume"
+            if ctx.is_main
+            else ""
+        )
+    _grid(step.ema, recipe, run_dir, "final", ctx)
     return step
+
+
+def _weights(step: TrainStep) -> Iterator[torch.Tensor]:
+    """Every tensor a checkpoint or a sample grid is made from."""
+    yield from unwrap(step.model).parameters()
+    yield from step.ema.parameters()
+    yield from step.method.parameters()
+    if step.weighting is not None:
+        yield from step.weighting.parameters()
 
 
 def _prepare_evaluation(step: TrainStep, recipe: Recipe, ctx: DistContext) -> None:
@@ -290,20 +280,6 @@ def _evaluate(
     values = evaluate_during_training(step.ema, step.diffusion, recipe, current, ctx, show=show)
     if logbook is not None:
         logbook.log({"step": current, **values})
-
-
-def _check_labels(y: torch.Tensor, recipe: Recipe) -> None:
-    low, high = int(y.min()), int(y.max())
-    if low < 0:
-        raise AntError(
-            f"the data in {recipe.data.shards} is unlabelled but model.num_classes is "
-            f"{recipe.model.num_classes}: set model.num_classes=0 for an unconditional model"
-        )
-    if high >= recipe.model.num_classes:
-        raise AntError(
-            f"the data has class {high} but model.num_classes is {recipe.model.num_classes}: "
-            f"set model.num_classes to at least {high + 1}"
-        )
 
 
 def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: DistContext) -> None:

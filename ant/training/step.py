@@ -61,6 +61,8 @@ class StepOutput:
     grad_norm: torch.Tensor | None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     conflict: torch.Tensor | None = None
+    finite: torch.Tensor = field(default_factory=lambda: torch.ones((), dtype=torch.bool))
+    """Whether the step was finite (:mod:`ant.training.guard`); False also when skipped."""
 
 
 @dataclass
@@ -74,7 +76,9 @@ class TrainStep:
     micro-batches. ``conflict_every`` computes the per-cluster gradients every that many steps
     for any method and reports their cosine matrix (gradient methods report it on every
     measured step). ``timestep_range`` restricts training to an inclusive timestep interval.
-    ``steps_done`` counts updates (the trainer sets it on resume).
+    ``on_nonfinite="skip"`` drops an update whose gradient norm is not finite (reading one flag
+    per step; fp16 leaves that to the GradScaler). ``steps_done`` counts steps (the trainer sets
+    it on resume).
     """
 
     model: nn.Module
@@ -96,6 +100,7 @@ class TrainStep:
     grad_accum: int = 1
     conflict_every: int | None = None
     timestep_range: tuple[int, int] | None = None
+    on_nonfinite: str = "stop"
     steps_done: int = 0
     _grouped_grads: GroupedGrads | None = field(default=None, init=False, repr=False)
     _buffer: torch.Tensor | None = field(default=None, init=False, repr=False)
@@ -105,6 +110,11 @@ class TrainStep:
             self.scaler = torch.amp.GradScaler(self.clusters.starts.device.type)
         limits = [c for c in (self.grad_clip, self.method.max_grad_norm) if c is not None]
         self._clip = min(limits) if limits else None
+
+    @property
+    def fp16(self) -> bool:
+        """Whether a GradScaler scales the loss (it skips non-finite steps itself)."""
+        return self.scaler is not None
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[None]:
         dtype = AUTOCAST_DTYPES.get(self.precision)
@@ -197,13 +207,31 @@ class TrainStep:
                 self.scaler.unscale_(self.optimizer)
             limit = self._clip if self._clip is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(list(self._model_parameters()), limit)
+        loss = per_sample.mean()
+        finite = torch.isfinite(loss) & torch.isfinite(outcome.objective)
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        k = self.clusters.k
         if self.scaler is not None:
+            # The GradScaler's scale tensor shrinks exactly when it skips a non-finite step.
+            before = self.scaler._scale.clone() if self.scaler._scale is not None else None
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if before is not None and self.scaler._scale is not None:
+                finite = self.scaler._scale >= before
+        elif self.on_nonfinite == "skip" and not bool(self._update_is_finite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepOutput(
+                loss=loss,
+                objective=outcome.objective,
+                cluster_loss=cluster_means(per_sample, cluster, k),
+                cluster_weight=method.task_weights(),
+                grad_norm=grad_norm,
+                finite=torch.zeros((), dtype=torch.bool, device=loss.device),
+            )
         else:
             self.optimizer.step()
         update_ema(self.ema, unwrap(self.model), self.ema_decay)
-        k = self.clusters.k
         if method.observes_losses:
             observed = cluster_means(per_sample, cluster, k)
             if self.world_size > 1:
@@ -213,7 +241,7 @@ class TrainStep:
         if self.weighting is not None:
             extra |= {f"weighting/{key}": value for key, value in self.weighting.metrics().items()}
         return StepOutput(
-            loss=per_sample.mean(),
+            loss=loss,
             objective=outcome.objective,
             cluster_loss=cluster_means(per_sample, cluster, k),
             cluster_weight=method.task_weights(),
@@ -224,7 +252,19 @@ class TrainStep:
                 if outcome.grads is not None and (measure or watch)
                 else None
             ),
+            finite=finite,
         )
+
+    def _update_is_finite(self, grad_norm: torch.Tensor | None) -> torch.Tensor:
+        """Whether the gradient of every optimised parameter is finite (its norm, all-reduced
+        by DDP and the per-cluster paths, so every rank skips alike)."""
+        grads = [p.grad for p in self._own_parameters() if p.grad is not None]
+        if grad_norm is None:
+            grads += [p.grad for p in self._model_parameters() if p.grad is not None]
+        elif not grads:
+            return torch.isfinite(grad_norm)
+        total = torch.nn.utils.get_total_norm(grads)
+        return torch.isfinite(total if grad_norm is None else total + grad_norm)
 
     def micro_batches(self, batch: Batch) -> list[Batch]:
         """The ``grad_accum`` micro-batches of a local batch, each stratified like the whole.
