@@ -23,6 +23,9 @@ from ant.errors import AntError
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 """The ``errno`` values of a write that failed because of the disk, not the data."""
 
+ACCESS_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR})
+"""The ``errno`` values of a path that cannot be opened as asked (permissions, not a folder)."""
+
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 """Temporary files of :func:`atomic_write` are ``.NAME.RANDOM.tmp`` beside their target."""
 
@@ -55,22 +58,29 @@ def size_text(count: int) -> str:
 def disk_error(
     path: Path, exc: OSError, needed: int | None = None, *, at_least: bool = False
 ) -> AntError:
-    """The one-line error for a write of ``path`` that failed with the disk error ``exc``.
+    """The one-line error for a write of ``path`` that failed with ``exc``.
 
-    ``needed`` is the size of what was being written (a lower bound when ``at_least``).
+    For a disk error (:data:`DISK_ERRORS`) it names ``needed``, the size of what was being
+    written (a lower bound when ``at_least``), and the bytes free there.
     """
+    if exc.errno not in DISK_ERRORS:
+        reason = exc.strerror or type(exc).__name__
+        return AntError(f"cannot write {path}: {reason}; choose another path")
     reason = {
         errno.ENOSPC: "no space left on the device",
         errno.EDQUOT: "the disk quota is exceeded",
         errno.EROFS: "the file system is read-only",
         errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
-    }.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+    }[exc.errno]
     free = free_bytes(path)
-    need = "unknown" if needed is None else f"{'at least ' if at_least else ''}{size_text(needed)}"
-    have = "unknown" if free is None else size_text(free)
+    facts = (
+        [] if needed is None else [f"needs {'at least ' if at_least else ''}{size_text(needed)}"]
+    )
+    facts += [] if free is None else [f"{size_text(free)} free there"]
+    detail = f" ({', '.join(facts)})" if facts else ""
     return AntError(
-        f"cannot write {path}: {reason} (needs {need}, {have} free there); free space or "
-        "choose another directory (nothing earlier was lost)"
+        f"cannot write {path}: {reason}{detail}; free space or choose another directory "
+        "(what was written before is intact)"
     )
 
 
@@ -108,9 +118,7 @@ def atomic_write(path: Path, *, text: bool = False, size: int | None = None) -> 
             prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent
         )
     except OSError as exc:
-        if exc.errno in DISK_ERRORS or exc.errno in (errno.EACCES, errno.EPERM):
-            raise disk_error(path, exc, size) from None
-        raise
+        raise disk_error(path, exc, size) from None
     os.fchmod(fd, 0o644)
     try:
         handle = os.fdopen(fd, "w", encoding="utf-8") if text else os.fdopen(fd, "wb")

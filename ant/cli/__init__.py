@@ -8,7 +8,7 @@ from typing import IO, Any
 import click
 
 from ant import __version__
-from ant.atomic import DISK_ERRORS, disk_error
+from ant.atomic import ACCESS_ERRORS, DISK_ERRORS, disk_error
 from ant.errors import AntError, one_line
 
 
@@ -65,9 +65,14 @@ class PluginGroup(click.Group):
         except AntError as exc:
             raise UserError.of(exc) from None
         except OSError as exc:
-            if exc.errno not in DISK_ERRORS or exc.filename is None:
+            if exc.filename is None:
                 raise
-            raise UserError.of(disk_error(Path(exc.filename), exc)) from None
+            if exc.errno in DISK_ERRORS:
+                raise UserError.of(disk_error(Path(exc.filename), exc)) from None
+            if exc.errno in ACCESS_ERRORS:
+                message = f"cannot access {exc.filename}: {exc.strerror}; check the path"
+                raise UserError.of(AntError(message)) from None
+            raise
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ant.atomic import remove_stale_temporaries, size_text
+from ant.atomic import disk_error, remove_stale_temporaries, size_text
 from ant.errors import AntError
 
 LOCK_FILE = "trainer.lock"
@@ -59,8 +59,11 @@ class RunLock:
         self._handle: IO[str] | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise disk_error(self.path, exc) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
