@@ -206,7 +206,7 @@ def test_shared_bases_validate(path: Path) -> None:
 
 def _check_buildable(recipe: Recipe) -> None:
     """What `ant train` checks before building the network: clusters, method, batch split."""
-    plan = plan_run(recipe, None, training=False)
+    plan = plan_run(recipe, None)
     assert len(plan.clustering.intervals) == recipe.clustering.k
 
 

@@ -40,11 +40,12 @@ def validate_command(recipe: str, overrides: tuple[str, ...]) -> None:
     KEY=VALUE overrides follow RECIPE, as for `ant recipe show`.
     """
     from ant.training.build import plan_run
+    from ant.training.preflight import check_data
 
     resolved = load_recipe(recipe, overrides)
-    plan = plan_run(resolved, None, training=False)
+    notes = plan_run(resolved, None).checked.notes + check_data(resolved, training=False)
     click.echo(f"{recipe}: valid (model {resolved.model.name}, method {resolved.method.name})")
-    for note in plan.checked.notes:
+    for note in notes:
         click.echo(f"  note: {note}")
 
 

@@ -174,7 +174,7 @@ class RunPlan:
     checked: Preflight
 
 
-def plan_run(recipe: Recipe, world_size: int | None, *, training: bool = True) -> RunPlan:
+def plan_run(recipe: Recipe, world_size: int | None) -> RunPlan:
     """Build the clusters, the diffusion and the method, and run the pre-flight checks that
     ``ant train`` and ``ant recipe validate`` share (:mod:`ant.training.preflight`)."""
     check_sizes(recipe, world_size or 1)
@@ -182,7 +182,7 @@ def plan_run(recipe: Recipe, world_size: int | None, *, training: bool = True) -
     k = len(clustering.intervals)
     diffusion = build_diffusion(recipe)
     method, weighting = build_method(recipe, k, diffusion)
-    checked = preflight(recipe, world_size, k, method, weighting, training=training)
+    checked = preflight(recipe, world_size, k, method, weighting)
     return RunPlan(clustering, diffusion, method, weighting, checked)
 
 

@@ -29,6 +29,7 @@ from ant.training.checkpoint import (
 from ant.training.distributed import DistContext, barrier, init_distributed, shutdown
 from ant.training.guard import NonFiniteGuard
 from ant.training.logbook import Logbook, truncate_metrics
+from ant.training.preflight import check_data
 from ant.training.progress import TrainProgress
 from ant.training.rng import gather_rng_states, restore_rng_state
 from ant.training.rundir import RunLock, clean_leftovers
@@ -132,6 +133,7 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
             f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
             "or --run-dir for a new one"
         )
+    check_data(recipe)
     step, clustering = build_train_step(recipe, ctx)
     encode = training_encoder(recipe, device)
     intervals = clustering.intervals

@@ -50,13 +50,11 @@ def preflight(
     k: int,
     method: Method,
     weighting: TimestepWeighting | None,
-    *,
-    training: bool = True,
 ) -> Preflight:
-    """Raise a one-line :class:`AntError` for the first thing ``ant train`` would refuse.
+    """Raise a one-line :class:`AntError` for the first thing ``ant train`` would refuse in the
+    parts of a step (the data: :func:`check_data`).
 
     ``world_size`` None checks one process and notes the conditions that depend on it.
-    ``training`` False (``validate``) notes missing data instead of refusing it.
     """
     train = recipe.train
     check_sizes(recipe, world_size or 1)
@@ -74,7 +72,6 @@ def preflight(
             "checked for one process; with N ranks, train.global_batch_size / N must be a "
             f"whole number divisible by {unit}"
         )
-    notes += _check_data(recipe, training)
     return Preflight(sampling, span, notes)
 
 
@@ -149,7 +146,10 @@ def checked_timestep_range(recipe: Recipe, sampling: str) -> tuple[int, int] | N
     return low, high
 
 
-def _check_data(recipe: Recipe, training: bool) -> list[str]:
+def check_data(recipe: Recipe, *, training: bool = True) -> list[str]:
+    """Raise a one-line :class:`AntError` if the training data do not fit the recipe's model;
+    returns notes on what could not be checked. ``training`` False (``validate``) notes
+    missing data instead of refusing it."""
     shards = recipe.data.shards
     if shards is None:
         if training:
