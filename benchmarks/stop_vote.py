@@ -78,6 +78,7 @@ def _worker(rank: int, port: int, args: argparse.Namespace) -> None:
         print(f"plain step       {per_step * 1e3:9.2f} ms")
         print(f"step + vote      {with_vote * 1e3:9.2f} ms   ratio {with_vote / per_step:.3f}")
         print(f"one vote alone   {alone * 1e6:9.1f} us   {alone / per_step:.2%} of a step")
+    dist.barrier()
     dist.destroy_process_group()
 
 
