@@ -45,20 +45,10 @@ from ant.training.rundir import LOCK_FILE
 from ant.training.signals import StopFlag, StopVote
 
 from .helpers import REPO, assert_one_line_error, run_ant
+from .test_training import RECIPE
 
 TRIALS = int(os.environ.get("ANT_FAULT_TRIALS", "2"))
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-
-RECIPE = """
-model: {{name: DiT-Micro/2, input_size: 8, in_channels: 1, num_classes: 10}}
-diffusion: {{timesteps: 1000, schedule: cosine, learn_sigma: true}}
-data: {{shards: {shards}, num_workers: 0, shuffle_buffer: 100}}
-clustering: {{objective: uniform, k: 5}}
-method: {{name: uw}}
-optim: {{lr: 1e-3}}
-train: {{steps: 10, global_batch_size: 20, log_every: 1, ckpt_every: 5, ema_decay: 0.9}}
-sample: {{num: 4, steps: 4, sampler: ddim}}
-"""
 
 
 def recipe_file(tmp_path: Path, shards: Path) -> Path:

@@ -212,6 +212,7 @@ class TrainStep:
         if grad_norm is not None:
             finite = finite & torch.isfinite(grad_norm)
         k = self.clusters.k
+        applied = True
         if self.scaler is not None:
             # The GradScaler's scale tensor shrinks exactly when it skips a non-finite step.
             before = self.scaler._scale.clone() if self.scaler._scale is not None else None
@@ -221,22 +222,16 @@ class TrainStep:
                 finite = self.scaler._scale >= before
         elif self.on_nonfinite == "skip" and not bool(self._update_is_finite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
-            return StepOutput(
-                loss=loss,
-                objective=outcome.objective,
-                cluster_loss=cluster_means(per_sample, cluster, k),
-                cluster_weight=method.task_weights(),
-                grad_norm=grad_norm,
-                finite=torch.zeros((), dtype=torch.bool, device=loss.device),
-            )
+            finite, applied = torch.zeros((), dtype=torch.bool, device=loss.device), False
         else:
             self.optimizer.step()
-        update_ema(self.ema, unwrap(self.model), self.ema_decay)
-        if method.observes_losses:
-            observed = cluster_means(per_sample, cluster, k)
-            if self.world_size > 1:
-                dist.all_reduce(observed, op=dist.ReduceOp.AVG)
-            method.observe(observed)
+        if applied:
+            update_ema(self.ema, unwrap(self.model), self.ema_decay)
+            if method.observes_losses:
+                observed = cluster_means(per_sample, cluster, k)
+                if self.world_size > 1:
+                    dist.all_reduce(observed, op=dist.ReduceOp.AVG)
+                method.observe(observed)
         extra = {f"method/{key}": value for key, value in method.metrics().items()}
         if self.weighting is not None:
             extra |= {f"weighting/{key}": value for key, value in self.weighting.metrics().items()}
