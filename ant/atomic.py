@@ -66,11 +66,11 @@ def disk_error(
     if exc.errno not in DISK_ERRORS:
         reason = exc.strerror or type(exc).__name__
         return AntError(f"cannot write {path}: {reason}; choose another path")
-    reason = {
-        errno.ENOSPC: "no space left on the device",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
+    reason, fix = {
+        errno.ENOSPC: ("no space left on the device", "free space"),
+        errno.EDQUOT: ("the disk quota is exceeded", "free space"),
+        errno.EROFS: ("the file system is read-only", "make it writable"),
+        errno.EFBIG: ("the file is larger than this process may write", "raise ulimit -f"),
     }[exc.errno]
     free = free_bytes(path)
     facts = (
@@ -79,8 +79,8 @@ def disk_error(
     facts += [] if free is None else [f"{size_text(free)} free there"]
     detail = f" ({', '.join(facts)})" if facts else ""
     return AntError(
-        f"cannot write {path}: {reason}{detail}; free space or choose another directory "
-        "(what was written before is intact)"
+        f"cannot write {path}: {reason}{detail}; {fix} or choose another directory (what was "
+        "written before is intact)"
     )
 
 

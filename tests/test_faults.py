@@ -416,6 +416,22 @@ def test_enospc_while_writing_keeps_the_previous_checkpoint(
     assert not (tmp_path / "notes.txt").exists()
 
 
+def test_a_read_only_run_directory_is_one_line(
+    tmp_path: Path, digits_shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = load_recipe(str(recipe_file(tmp_path, digits_shards)), ["train.steps=1"])
+    real = Path.open
+
+    def read_only(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if self.name == LOCK_FILE:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    with pytest.raises(AntError, match=r"trainer.lock: the file system is read-only .* make it"):
+        fit(recipe, tmp_path / "run", CPU, resume=True, show=False)
+
+
 def test_resume_drops_a_torn_metrics_line_and_stale_temporaries(
     tmp_path: Path, digits_shards: Path
 ) -> None:
