@@ -3,7 +3,8 @@
 Rank 0 holds ``RUN/trainer.lock`` (``flock``) for the life of the run, with its PID, host and
 start time in the file. A second trainer on the same directory gets one line naming the holder.
 The kernel drops the lock of a dead process; the next trainer takes it over and says whose it
-was. Under the lock, the temporary files that a kill -9 left mid-write are removed.
+was. Under the lock, the temporary files that a kill -9 left mid-write are removed. A run that
+is refused before it writes anything leaves no directory behind.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK_FILE
         self._handle: IO[str] | None = None
+        self._created = False
 
     def __enter__(self) -> RunLock:
+        self._created = not self.path.parent.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = self.path.open("a+", encoding="utf-8")
@@ -114,6 +117,10 @@ class RunLock:
         handle.seek(0)
         handle.truncate()
         handle.flush()
+        if self._created and [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
+            # A run refused before it wrote anything leaves no directory behind.
+            self.path.unlink()
+            self.path.parent.rmdir()
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
