@@ -283,14 +283,18 @@ def test_sigterm_to_a_two_rank_torchrun_saves_within_a_step(
     assert step >= 1 and f"after step {step}," in stopped[0]
 
 
-def _train_until_done(args: list[str], rng: random.Random, final: Path) -> int:
-    """Run the trainer with --resume, kill -9 it at a random moment, until it finishes."""
+def _train_until_done(args: list[str], rng: random.Random, final: Path, duration: float) -> int:
+    """Run the trainer with --resume, kill -9 it at a random moment, until it finishes.
+
+    The moments are drawn within the first ``duration`` seconds of each attempt (an unbroken
+    run's wall time, start-up included), so the first attempt is always killed.
+    """
     kills = 0
     while not final.exists():
         proc = popen_ant(*args, "--resume")
         if kills < 3:
             try:
-                proc.wait(timeout=rng.uniform(2.5, 6.0))
+                proc.wait(timeout=rng.uniform(0.3, 0.8) * duration)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 kills += 1
@@ -305,15 +309,18 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise(
     recipe = recipe_file(tmp_path, digits_shards)
     steps = ["train.steps=40", "train.ckpt_every=1", "train.log_every=1"]
     reference = tmp_path / "reference"
+    start = time.monotonic()
     done = popen_ant(*train_args(recipe, reference, *steps))
     _, stderr = done.communicate(timeout=300)
+    duration = time.monotonic() - start
     assert done.returncode == 0, stderr
     expected = ckpt.load_checkpoint(reference)
     kills = 0
     for trial in range(TRIALS):
         run = tmp_path / f"killed-{trial}"
         final = ckpt.checkpoint_path(run, 40)
-        kills += _train_until_done(train_args(recipe, run, *steps), random.Random(trial), final)
+        args = train_args(recipe, run, *steps)
+        kills += _train_until_done(args, random.Random(trial), final, duration)
         got = ckpt.load_checkpoint(final)
         for part in ("model", "ema"):
             for key, value in expected[part].items():
@@ -398,7 +405,7 @@ class _FullDisk:
 def test_enospc_while_writing_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = {"model": {"w": torch.ones(1000)}, "recipe": {}, "step": 1}
+    state = {"format": 1, "model": {"w": torch.ones(1000)}, "recipe": {}, "step": 1}
     good = ckpt.save_checkpoint(state, ckpt.checkpoint_path(tmp_path, 1))
     real = os.fdopen
     monkeypatch.setattr(atomic.os, "fdopen", lambda fd, *a, **k: _FullDisk(real(fd, *a, **k), 100))

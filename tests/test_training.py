@@ -100,11 +100,37 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, digits_shards: Path)
             assert torch.equal(a[part][key], b[part][key]), (part, key)
 
 
+def test_resume_checks_the_clusters_and_records_changed_settings(
+    tmp_path: Path, digits_shards: Path
+) -> None:
+    run = tmp_path / "run"
+    fit(make_recipe(tmp_path, digits_shards, "train.steps=2"), run, CPU_CTX, show=False)
+    original = (run / "recipe.yaml").read_text()
+    listing = sorted(p.name for p in run.rglob("*"))
+    other = make_recipe(tmp_path, digits_shards, "train.steps=4", "clustering.objective=snr")
+    with pytest.raises(AntError, match=r"trained on the timestep clusters \[\(0, 199\), .* gives"):
+        fit(other, run, CPU_CTX, resume=True, show=False)
+    assert sorted(p.name for p in run.rglob("*")) == listing, "a refused resume writes nothing"
+    faster = make_recipe(tmp_path, digits_shards, "train.steps=4", "optim.lr=5e-4")
+    fit(faster, run, CPU_CTX, resume=True, show=False)
+    assert (run / "recipe.yaml").read_text() == original, "recipe.yaml is the run's first recipe"
+    recorded = load_recipe(str(run / "recipe-step-0000002.yaml"))
+    assert (recorded.optim.lr, recorded.train.steps) == (5e-4, 4)
+
+
+def test_a_newer_checkpoint_format_is_refused(tmp_path: Path) -> None:
+    path = ckpt.checkpoint_path(tmp_path, 1)
+    ckpt.save_checkpoint({"format": ckpt.CHECKPOINT_FORMAT + 1, "model": {}, "recipe": {}}, path)
+    with pytest.raises(AntError, match=r"checkpoint format 2, this ant reads format 1 .* upgrade"):
+        ckpt.load_checkpoint(path)
+
+
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good = ckpt.save_checkpoint(
-        {"model": {"w": torch.ones(3)}, "recipe": {}, "step": 1}, ckpt.checkpoint_path(tmp_path, 1)
+        {"format": 1, "model": {"w": torch.ones(3)}, "recipe": {}, "step": 1},
+        ckpt.checkpoint_path(tmp_path, 1),
     )
 
     def crash(obj: object, handle: object) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ant.atomic import atomic_write
 from ant.errors import AntError
@@ -13,6 +15,8 @@ from ant.recipes.validate import check_plugins
 from ant.recipes.yaml_io import dump_yaml, parse_yaml
 
 RESOLVED_RECIPE = "recipe.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 def load_recipe(spec: str, overrides: Iterable[str] = (), *, check: bool = True) -> Recipe:
@@ -31,6 +35,46 @@ def load_recipe(spec: str, overrides: Iterable[str] = (), *, check: bool = True)
 def dump_recipe(recipe: Recipe) -> str:
     """The fully resolved recipe (defaults filled in) as YAML."""
     return dump_yaml(recipe.model_dump(mode="json"))
+
+
+def record_recipe(recipe: Recipe, run_dir: Path, step: int) -> Path | None:
+    """Keep ``RUN_DIR/recipe.yaml`` as the recipe the run started with (written once), and record
+    a resume with other settings as ``RUN_DIR/recipe-step-NNNNNNN.yaml``, logging the keys that
+    changed; returns the file written, if any."""
+    original = run_dir / RESOLVED_RECIPE
+    if not original.is_file():
+        return write_resolved_recipe(recipe, run_dir)
+    before = parse_yaml(original.read_text(encoding="utf-8"), str(original))
+    changed = changed_keys(before, recipe.model_dump(mode="json"))
+    if not changed:
+        return None
+    target = run_dir / f"recipe-step-{step:07d}.yaml"
+    with atomic_write(target, text=True) as handle:
+        handle.write(dump_recipe(recipe))
+    shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
+    logger.warning(
+        "resuming at step %d with settings other than recipe.yaml's (%s): recorded in %s",
+        step,
+        shown,
+        target.name,
+    )
+    return target
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys where two nested recipe mappings differ.
+
+    >>> changed_keys({"optim": {"lr": 1e-4, "eps": 1e-8}}, {"optim": {"lr": 5e-5, "eps": 1e-8}})
+    ['optim.lr']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out.extend(changed_keys(old.get(key), new.get(key), f"{prefix}{key}."))
+        return out
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+        old, new = list(old), list(new)
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def write_resolved_recipe(recipe: Recipe, run_dir: str | Path) -> Path:

@@ -11,10 +11,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ant.errors import AntError
 from ant.recipes import Recipe, dump_recipe, load_recipe
+from ant.recipes.io import changed_keys
 from ant.recipes.loader import find_recipe
 from ant.recipes.yaml_io import parse_yaml
 from ant.reproduce.variants import Variant, format_override
@@ -270,15 +270,6 @@ PATH_KEYS = (("clustering", "affinity"),)
 """File keys compared by the file they name: relative (to the working directory) or absolute."""
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            out.extend(_differences(old.get(key), new.get(key), f"{prefix}{key}."))
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
-
-
 def recipe_differences(run: PlannedRun) -> list[str]:
     """Keys where the recipe a run was trained with (``RUN/recipe.yaml``) differs from the plan.
 
@@ -302,7 +293,7 @@ def recipe_differences(run: PlannedRun) -> list[str]:
             part = tree.get(section) if isinstance(tree, dict) else None
             if isinstance(part, dict) and isinstance(part.get(key), str):
                 part[key] = str(Path(part[key]).resolve())
-    return _differences(old, new)
+    return changed_keys(old, new)
 
 
 def check_consistent(plan: Plan) -> None:

@@ -12,6 +12,8 @@ from ant.atomic import load_torch_file, torch_save
 from ant.errors import AntError
 
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FORMAT = 1
+"""The layout of the checkpoint dictionary; a reader refuses a newer one."""
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -54,6 +56,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state = load_torch_file(path, "checkpoint of ant", map_location)
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise AntError(f"{path} is not an ant checkpoint (no model weights and recipe in it)")
+    written = state.get("format")
+    if not isinstance(written, int) or written > CHECKPOINT_FORMAT:
+        raise AntError(
+            f"{path} has checkpoint format {written!r}, this ant reads format "
+            f"{CHECKPOINT_FORMAT} and older: upgrade ant (pip install -U ant-diffusion)"
+        )
     return state
 
 

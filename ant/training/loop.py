@@ -14,13 +14,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ant.clustering import write_clusters
+from ant.clustering import Interval, write_clusters
 from ant.data.loader import ShardLoader, make_loader
 from ant.errors import AntError, Preempted
 from ant.latent.recipe import training_encoder
-from ant.recipes import Recipe, write_resolved_recipe
+from ant.recipes import Recipe, record_recipe
 from ant.training.build import build_train_step
 from ant.training.checkpoint import (
+    CHECKPOINT_FORMAT,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
@@ -36,8 +37,6 @@ from ant.training.rundir import RunLock, clean_leftovers
 from ant.training.samples import write_sample_grid
 from ant.training.signals import StopFlag, StopVote, stop_on_signals
 from ant.training.step import StepOutput, TrainStep, unwrap
-
-CHECKPOINT_FORMAT = 1
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -143,6 +142,7 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
     start = 0
     if latest is not None:
         state = load_checkpoint(latest, map_location=device)
+        _check_clusters(state, clustering.intervals, latest)
         start = _restore(state, step, ctx, latest)
     elif resume and ctx.is_main:
         print(f"no checkpoint in {run_dir}: starting a new run")
@@ -155,7 +155,7 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
         step.model = torch.compile(step.model)  # type: ignore[assignment]
 
     if ctx.is_main:
-        write_resolved_recipe(recipe, run_dir)
+        record_recipe(recipe, run_dir, start)
         write_clusters(
             run_dir,
             clustering,
@@ -315,6 +315,19 @@ def _save(
         }
         save_checkpoint(state, checkpoint_path(run_dir, current))
     barrier(ctx)
+
+
+def _check_clusters(state: dict[str, Any], intervals: list[Interval], path: Path) -> None:
+    """The recipe clusters the timesteps as the checkpoint's run did (the method's per-cluster
+    state would otherwise resume on other clusters)."""
+    saved = [tuple(int(v) for v in pair) for pair in state.get("intervals", [])]
+    now = [tuple(pair) for pair in intervals]
+    if saved != now:
+        raise AntError(
+            f"{path} was trained on the timestep clusters {saved}, this recipe gives {now} "
+            "(a changed clustering section or affinity file): resume with the run's recipe.yaml, "
+            "or start a new run with --run-dir"
+        )
 
 
 def _restore(state: dict[str, Any], step: TrainStep, ctx: DistContext, path: Path) -> int:
