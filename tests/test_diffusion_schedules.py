@@ -84,6 +84,24 @@ def test_diffusion_snr_lookup() -> None:
     torch.testing.assert_close(diffusion.log_snr(t), torch.log(abar / (1 - abar)).float())
 
 
+def _guided_diffusion_spacing(num_timesteps: int, count: int) -> list[int]:
+    """The reference: guided-diffusion's respace.space_timesteps(T, [count]), one section."""
+    stride = (num_timesteps - 1) / (count - 1)
+    steps, index = [], 0.0
+    for _ in range(count):
+        steps.append(round(index))
+        index += stride
+    return sorted(set(steps))
+
+
+@pytest.mark.parametrize("timesteps", [1000, 50, 37])
+def test_space_timesteps_equals_guided_diffusion_for_every_count(timesteps: int) -> None:
+    for count in range(2, timesteps + 1):
+        kept = space_timesteps(timesteps, count)
+        assert kept == _guided_diffusion_spacing(timesteps, count), count
+        assert len(kept) == count and kept[0] == 0 and kept[-1] == timesteps - 1
+
+
 def test_space_timesteps_known_values() -> None:
     kept = space_timesteps(1000, 250)
     assert len(kept) == 250
@@ -91,8 +109,8 @@ def test_space_timesteps_known_values() -> None:
     assert kept[-3:] == [991, 995, 999]
     assert space_timesteps(10, 4) == [0, 3, 6, 9]
     assert space_timesteps(1000, 1000) == list(range(1000))
-    # step 10 of 21: 10 * 999 / 20 = 499.5, a tie, rounded to the even neighbour.
-    assert space_timesteps(1000, 21)[10] == 500
+    # step 10 of 21: 10 * 999 / 20 = 499.5, a tie; guided-diffusion's float sum lands on 499.
+    assert space_timesteps(1000, 21)[10] == 499
     with pytest.raises(ValueError):
         space_timesteps(1000, 1)
     with pytest.raises(ValueError):

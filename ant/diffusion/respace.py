@@ -19,26 +19,23 @@ from ant.diffusion.gaussian import betas_from_alphas_cumprod
 def space_timesteps(num_timesteps: int, count: int) -> list[int]:
     """``count`` evenly spaced timesteps of ``0..num_timesteps-1``, both ends included.
 
-    Step i is ``i * (T - 1) / (S - 1)`` rounded to the nearest integer, halves to even (Python's
-    ``round``), computed in integers so the result is exact. This is the spacing of
-    guided-diffusion's ``space_timesteps`` for a single section (for 250 of 1000: 0, 4, 8, ...,
-    52, 56, ..., 991, 995, 999). That code accumulates the stride in floating point, so at an exact
-    tie (i (T - 1) / (S - 1) = k + 1/2, e.g. step 10 of 21 out of 1000) it can land on the other
-    neighbour; no tie occurs for the usual counts (25, 50, 100, 250, 500 of 1000).
+    Exactly the timesteps of guided-diffusion's ``space_timesteps`` with one section (and so of
+    DiT's sampler): a position starts at 0.0 and grows by the float stride ``(T - 1) / (S - 1)``
+    once per kept step; step i is the position rounded to the nearest integer, halves to even.
+    The accumulated sum is not exact, so at a tie (``i (T - 1) / (S - 1) = k + 1/2``) the result
+    follows the float error, not the exact value: step 10 of 21 out of 1000 is 499 (the exact
+    499.5 rounds to 500). For 250 of 1000: 0, 4, 8, ..., 991, 995, 999.
     """
     if not 2 <= count <= num_timesteps:
         raise ValueError(
             f"can keep between 2 and {num_timesteps} of {num_timesteps} timesteps, got {count}"
         )
-    span, steps = num_timesteps - 1, count - 1
-    return [_round_half_even(i * span, steps) for i in range(count)]
-
-
-def _round_half_even(numerator: int, denominator: int) -> int:
-    quotient, remainder = divmod(numerator, denominator)
-    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2 == 1):
-        return quotient + 1
-    return quotient
+    stride = (num_timesteps - 1) / (count - 1)
+    position, kept = 0.0, []
+    for _ in range(count):
+        kept.append(round(position))
+        position += stride
+    return sorted(set(kept))
 
 
 def check_timesteps(timesteps: Sequence[int], num_timesteps: int) -> list[int]:

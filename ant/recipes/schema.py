@@ -164,7 +164,7 @@ class SampleConfig(Section):
     """Sampling settings used by `ant sample` and periodic sample grids."""
 
     sampler: Literal["ddpm", "ddim"] = "ddpm"
-    steps: int = Field(250, ge=1)
+    steps: int = Field(250, ge=2, description="sampler steps (respaced; capped at T)")
     eta: float = Field(0.0, ge=0.0)
     cfg_scale: float = Field(1.0, ge=0.0)
     clip_x0: bool = Field(True, description="clip predicted x0 to [-1, 1]; off for latents")

@@ -13,7 +13,8 @@ from ant.errors import AntError
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FORMAT = 1
-"""The layout of the checkpoint dictionary; a reader refuses a newer one."""
+"""The layout of the checkpoint dictionary; a reader refuses a newer one (a dictionary without
+``format``, assembled by hand, is read as this one)."""
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -56,7 +57,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state = load_torch_file(path, "checkpoint of ant", map_location)
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise AntError(f"{path} is not an ant checkpoint (no model weights and recipe in it)")
-    written = state.get("format")
+    written = state.get("format", CHECKPOINT_FORMAT)
     if not isinstance(written, int) or written > CHECKPOINT_FORMAT:
         raise AntError(
             f"{path} has checkpoint format {written!r}, this ant reads format "
