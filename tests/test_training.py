@@ -243,6 +243,18 @@ def test_torchrun_two_cpu_ranks(tmp_path: Path, digits_shards: Path) -> None:
     assert ckpt.load_checkpoint(tmp_path / "run")["step"] == 4
 
 
+def test_bad_torchrun_variables_are_one_line(tmp_path: Path, digits_shards: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE.format(shards=digits_shards))
+    for env, fragment in (
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK 2 is not in 0..WORLD_SIZE-1 (2)"),
+        ({"WORLD_SIZE": "two"}, "must be integers"),
+    ):
+        result = run_ant("train", str(path), "--run-dir", str(tmp_path / "r"), env=env)
+        assert result.returncode == 2, result.stderr
+        assert_one_line_error(result.stderr, fragment)
+
+
 def test_train_function_returns_the_run_dir(tmp_path: Path, digits_shards: Path) -> None:
     recipe = make_recipe(tmp_path, digits_shards, "train.steps=2", "sample.num=2")
     assert train(recipe, tmp_path / "r2", device="cpu", show=False) == tmp_path / "r2"

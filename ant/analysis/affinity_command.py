@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ant.analysis.affinity_run import AffinitySettings, compute_affinity, write_outputs
-from ant.sampling.launch import DEVICES
+from ant.runtime import DEVICES
 
 DEFAULTS = AffinitySettings(checkpoints=(), data="")
 

@@ -33,7 +33,7 @@ from ant.atomic import atomic_write
 from ant.data.loader import make_loader
 from ant.errors import AntError
 from ant.progress import progress_bar
-from ant.sampling.launch import Launch
+from ant.runtime import Launch
 from ant.sampling.loading import SamplingModel, load_sampling_model
 from ant.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from ant.training.task_grads import trainable

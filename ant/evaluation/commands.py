@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ant.diffusion.samplers import SamplerName
+from ant.runtime import DEVICES
 from ant.sampling.generate import SAMPLERS
-from ant.sampling.launch import DEVICES
 
 
 def parse_metrics(value: str | None) -> tuple[str, ...] | None:

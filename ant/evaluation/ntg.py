@@ -39,8 +39,8 @@ from ant.evaluation.run import (
 )
 from ant.evaluation.samples import SampleRequest, draw_to_folder, folder_images, folder_labels
 from ant.latent.recipe import recipe_vae
+from ant.runtime import Launch
 from ant.sampling.generate import BatchSampler
-from ant.sampling.launch import Launch
 from ant.sampling.loading import SamplingModel, load_sampling_model
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.settings import SampleSettings, resolve_settings

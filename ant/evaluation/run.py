@@ -21,8 +21,8 @@ from ant.evaluation.samples import (
 )
 from ant.latent.recipe import image_reference, recipe_vae
 from ant.recipes import Recipe
+from ant.runtime import Launch
 from ant.sampling.generate import BatchSampler, SampleDecoder
-from ant.sampling.launch import Launch
 from ant.sampling.loading import load_sampling_model
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.settings import SampleSettings, resolve_settings

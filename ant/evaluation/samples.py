@@ -22,11 +22,11 @@ from ant.atomic import atomic_write
 from ant.errors import AntError
 from ant.evaluation.cache import write_json
 from ant.evaluation.images import ImageSet, png_images, to_channels
+from ant.runtime import Launch
 from ant.sampling.files import sample_path
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import BatchSampler
 from ant.sampling.labels import class_labels
-from ant.sampling.launch import Launch
 
 MANIFEST_NAME = "samples.json"
 

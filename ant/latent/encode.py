@@ -39,7 +39,7 @@ from ant.data.writer import PARTIAL_SUFFIX, encode_npy
 from ant.errors import AntError
 from ant.latent.vae import Vae, VaeSpec, keyed_noise
 from ant.progress import progress_bar
-from ant.sampling.launch import GATHER_TIMEOUT, Launch
+from ant.runtime import GATHER_TIMEOUT, Launch
 
 STATE_NAME = "encode.json"
 FLIP_SUFFIX = "-flip"

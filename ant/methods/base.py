@@ -48,7 +48,6 @@ class Method(nn.Module):
     """
 
     timestep_sampling: ClassVar[Literal["stratified", "uniform"]] = "stratified"
-    needs_task_grads: ClassVar[bool] = False
     observes_losses: ClassVar[bool] = False
     linear_in_losses: ClassVar[bool] = False
     """Whether ``combine`` is affine in the losses (``w . l + b`` with ``w`` and ``b`` free of
@@ -104,7 +103,6 @@ class GradientMethod(Method):
     update.
     """
 
-    needs_task_grads = True
     linear_in_losses = True
 
     def wants_grads(self, step: int) -> bool:
@@ -143,8 +141,6 @@ class TimestepWeighting(nn.Module):
     applied to the denoising (mean) term only; the variance term of the hybrid loss of a
     learned-sigma model is added unweighted.
     """
-
-    timestep_sampling: ClassVar[Literal["stratified", "uniform"]] = "uniform"
 
     def __init__(self, num_tasks: int = 1) -> None:
         super().__init__()

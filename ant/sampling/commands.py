@@ -10,12 +10,12 @@ import click
 from ant.diffusion.samplers import SamplerName
 from ant.errors import AntError
 from ant.latent.recipe import recipe_vae
+from ant.runtime import DEVICES, Launch
 from ant.sampling.arrays import save_array
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import SAMPLERS, BatchSampler
 from ant.sampling.images import check_image_channels, save_grid
 from ant.sampling.labels import class_labels
-from ant.sampling.launch import DEVICES, Launch
 from ant.sampling.loading import load_sampling_model
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.settings import resolve_settings

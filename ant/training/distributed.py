@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from ant.errors import AntError
+from ant.runtime import Launch
 
 
 @dataclass(frozen=True)
@@ -32,31 +31,31 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int) -> torch.device:
-    """``cuda:LOCAL_RANK`` when CUDA is available (or asked for), else the CPU."""
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise AntError("--device cuda was asked for but CUDA is not available; use --device cpu")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    """This process's device by the one rule of :class:`ant.runtime.Launch`, made current."""
+    target = Launch(local_rank=local_rank).device(preference)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    return target
 
 
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group torchrun set up (``WORLD_SIZE`` > 1), or run as one process.
 
-    NCCL is used on GPUs and gloo on the CPU.
+    ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` are checked (:class:`ant.runtime.Launch`); NCCL
+    is used on GPUs and gloo on the CPU.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    target = pick_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    launch = Launch.from_env()
+    target = pick_device(device, launch.local_rank)
+    if launch.distributed and not dist.is_initialized():
         backend = "nccl" if target.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=30))
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=target)
+    return DistContext(
+        rank=launch.rank,
+        world_size=launch.world_size,
+        local_rank=launch.local_rank,
+        device=target,
+    )
 
 
 def shutdown(ctx: DistContext) -> None:

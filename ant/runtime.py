@@ -1,4 +1,11 @@
-"""Where this process runs: its torchrun rank, its share of the samples and its device."""
+"""Where this process runs: its torchrun rank, its share of the work and its device.
+
+The one rule for every command (train, sample, eval, encode, analyze): ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK`` come from torchrun and are checked; the GPU of a process is
+``LOCAL_RANK % device_count()``, so a cluster that shows each process only its own GPU works as
+well as one that shows all of them. torch is imported on use, so commands that only parse
+their options do not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from ant.errors import AntError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 # Ranks meet only at the end, and a resumed run can leave them very uneven amounts of work.
@@ -51,7 +59,10 @@ class Launch:
         return [i for i in indices if i % self.world_size == self.rank]
 
     def device(self, choice: str) -> torch.device:
-        """The device for ``auto`` (CUDA if available), ``cpu`` or ``cuda`` (this rank's GPU)."""
+        """The device for ``auto`` (CUDA if available), ``cpu`` or ``cuda`` (this rank's GPU,
+        ``LOCAL_RANK % device_count()``)."""
+        import torch
+
         if choice not in DEVICES:
             raise AntError(f"unknown device '{choice}'; choose from {', '.join(DEVICES)}")
         if choice == "auto":
@@ -67,6 +78,9 @@ class Launch:
 
         A gloo process group is created for this only and destroyed before returning.
         """
+        import torch
+        import torch.distributed as dist
+
         if not self.distributed:
             return list(counts)
         try:
