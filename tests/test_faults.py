@@ -260,7 +260,9 @@ def test_sigterm_to_a_two_rank_torchrun_saves_within_a_step(
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port())]
     command += ["-m", "ant", *train_args(recipe, run, "train.steps=100000")]
-    command += ["train.log_every=25000", "train.ckpt_every=100000", "--device", "cpu"]
+    # torchrun signals each rank's whole process group: the loader workers too.
+    command += ["train.log_every=25000", "train.ckpt_every=100000", "data.num_workers=1"]
+    command += ["--device", "cpu"]
     proc = subprocess.Popen(
         command,
         cwd=REPO,

@@ -26,6 +26,7 @@ unless ``skip_corrupt``: then it is skipped, logged as a warning, and recorded i
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
@@ -76,7 +77,11 @@ class ShardLoader(Generic[BatchT]):
         # or a resumed run (which creates it at another point) would diverge from an unbroken one.
         generator = torch.Generator().manual_seed(self.stream.plan.seed + self.epoch)
         pipeline = wds.WebLoader(
-            self.stream, batch_size=None, num_workers=self.num_workers, generator=generator
+            self.stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            generator=generator,
+            worker_init_fn=ignore_stop_signals if self.num_workers else None,
         ).compose(self._unpack)
         if self.batches_per_epoch is not None:
             pipeline = pipeline.with_epoch(self.batches_per_epoch)
@@ -100,6 +105,14 @@ class ShardLoader(Generic[BatchT]):
                 self.skipped.append(skipped)
             if item.batch is not None:
                 yield cast(BatchT, item.batch)
+
+
+def ignore_stop_signals(worker: int) -> None:
+    """DataLoader workers leave SIGTERM and SIGINT to the trainer: torchrun signals the whole
+    process group, and a worker killed mid-epoch would fail the step the trainer still takes
+    before it saves. The workers end with the trainer."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _sample_shape(meta: DatasetMeta | None) -> tuple[int, int, int] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,9 @@ def conflict_record(cosines: torch.Tensor) -> dict[str, Any]:
     return {"conflict": matrix, "conflict_first_last": matrix[0][-1]}
 
 
-def _batches(loader: ShardLoader[Any], skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    loader: ShardLoader[Any], skip: int
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """Endless batches, epoch after epoch, starting ``skip`` batches into the current epoch."""
     while True:
         for index, batch in enumerate(loader):
@@ -195,7 +197,10 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
     total = train.steps
     current = start
     stop = False
-    with stop_on_signals(flag), TrainProgress(total, start, enabled=show and ctx.is_main) as bar:
+    progress = TrainProgress(total, start, enabled=show and ctx.is_main)
+    # Closing the batches shuts the loader's workers down before the process exits, whatever
+    # ends the loop (they ignore the stop signals and end with the trainer).
+    with stop_on_signals(flag), progress as bar, contextlib.closing(batches):
         tick, tick_step = time.perf_counter(), current
         while current < total and not stop:
             x, y = next(batches)
