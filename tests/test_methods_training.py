@@ -136,6 +136,7 @@ def _ddp_worker(rank: int, port: int, recipes: dict[str, dict[str, object]], out
                 mine = (torch.arange(32) // 4) % 2 == rank  # half of every cluster chunk
                 step.update(x0[mine], y[mine], t[mine], cluster[mine], noise[mine], measure=True)
             torch.save(_weights(step), f"{out}/{method}-rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still reduces
     finally:
         dist.destroy_process_group()
 
