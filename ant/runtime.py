@@ -9,8 +9,9 @@ their options do not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -73,16 +74,15 @@ class Launch:
             raise AntError("--device cuda: no CUDA device is available; use --device cpu")
         return torch.device("cuda", self.local_rank % torch.cuda.device_count())
 
-    def sum_over_ranks(self, counts: Sequence[int]) -> list[int]:
-        """``counts`` summed over all ranks; with several, waits for every rank to get here.
-
-        A gloo process group is created for this only and destroyed before returning.
-        """
-        import torch
+    @contextlib.contextmanager
+    def gloo_group(self) -> Iterator[None]:
+        """A gloo process group of all ranks for the duration of the block (nothing for one
+        process); ranks may reach its collectives up to :data:`GATHER_TIMEOUT` apart."""
+        if not self.distributed:
+            yield
+            return
         import torch.distributed as dist
 
-        if not self.distributed:
-            return list(counts)
         try:
             dist.init_process_group(
                 "gloo", rank=self.rank, world_size=self.world_size, timeout=GATHER_TIMEOUT
@@ -90,8 +90,21 @@ class Launch:
         except (ValueError, RuntimeError) as exc:
             raise AntError(f"cannot join the other torchrun processes: {exc}") from None
         try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+    def sum_over_ranks(self, counts: Sequence[int]) -> list[int]:
+        """``counts`` summed over all ranks; with several, waits for every rank to get here.
+
+        A gloo process group is created for this only and destroyed before returning.
+        """
+        if not self.distributed:
+            return list(counts)
+        import torch
+        import torch.distributed as dist
+
+        with self.gloo_group():
             total = torch.tensor(list(counts), dtype=torch.long)
             dist.all_reduce(total)
             return [int(value) for value in total.tolist()]
-        finally:
-            dist.destroy_process_group()

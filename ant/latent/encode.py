@@ -18,7 +18,6 @@ exact flip augmentation (flipping a latent is not the latent of the flipped imag
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from ant.data.writer import PARTIAL_SUFFIX, encode_npy
 from ant.errors import AntError
 from ant.latent.vae import Vae, VaeSpec, keyed_noise
 from ant.progress import progress_bar
-from ant.runtime import GATHER_TIMEOUT, Launch
+from ant.runtime import Launch
 
 STATE_NAME = "encode.json"
 FLIP_SUFFIX = "-flip"
@@ -61,24 +60,6 @@ class EncodeSettings:
     flip: bool
     dtype: str
     precision: str
-
-
-@contextlib.contextmanager
-def _ranks(launch: Launch) -> Iterator[None]:
-    """A gloo process group for the duration of the encode when torchrun started several."""
-    if not launch.distributed:
-        yield
-        return
-    try:
-        dist.init_process_group(
-            "gloo", rank=launch.rank, world_size=launch.world_size, timeout=GATHER_TIMEOUT
-        )
-    except (ValueError, RuntimeError) as exc:
-        raise AntError(f"cannot join the other torchrun processes: {exc}") from None
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def _barrier(launch: Launch) -> None:
@@ -286,7 +267,7 @@ def encode_shards(
     settings = _settings(shards, vae, posterior, seed, flip, dtype)
     out = Path(out)
     counts = shard_set.expected_counts()
-    with _ranks(launch):
+    with launch.gloo_group():
         plan = _plan_output(out, settings, overwrite)
         _barrier(launch)
         if launch.rank == 0:

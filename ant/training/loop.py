@@ -214,25 +214,30 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
             guard.observe(current, out.finite)
             bar.advance()
             stop = vote()
+            save = stop or current % train.ckpt_every == 0 or current == total
+            grid = bool(train.sample_every) and current % (train.sample_every or 1) == 0
+            evaluate = bool(eval_every) and current % (eval_every or 1) == 0
+            writes = save or grid or evaluate
+            # The guard is read on logging steps and before every write (then with the weights).
+            report = (
+                guard.check(current, _weights(step) if writes else [], run_dir, ctx.distributed)
+                if measure or writes
+                else None
+            )
             if measure:
                 now = time.perf_counter()
                 rate = (current - tick_step) * train.global_batch_size / (now - tick)
                 record = _record(current, out, step.optimizer, ctx, rate)
                 tick, tick_step = now, current
-                report = guard.check(current, [], run_dir, ctx.distributed)
-                if report.skipped:
+                if report is not None and report.skipped:
                     record["skipped_steps"] = report.skipped
                 if logbook is not None:
                     logbook.log(record)
-                report.raise_problem()
                 bar.show_loss(record["loss"])
             elif out.conflict is not None and logbook is not None:
                 logbook.log({"step": current, **conflict_record(out.conflict)})
-            save = stop or current % train.ckpt_every == 0 or current == total
-            grid = bool(train.sample_every) and current % (train.sample_every or 1) == 0
-            evaluate = bool(eval_every) and current % (eval_every or 1) == 0
-            if save or grid or evaluate:
-                guard.check(current, _weights(step), run_dir, ctx.distributed).raise_problem()
+            if report is not None:
+                report.raise_problem()
             if save:
                 _save(step, recipe, intervals, current, run_dir, ctx)
             if grid:

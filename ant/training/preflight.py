@@ -52,12 +52,11 @@ def preflight(
     weighting: TimestepWeighting | None,
 ) -> Preflight:
     """Raise a one-line :class:`AntError` for the first thing ``ant train`` would refuse in the
-    parts of a step (the data: :func:`check_data`).
+    parts of a step, after :func:`check_sizes` (the data: :func:`check_data`).
 
     ``world_size`` None checks one process and notes the conditions that depend on it.
     """
     train = recipe.train
-    check_sizes(recipe, world_size or 1)
     sampling = timestep_sampling(recipe, method)
     local = train.global_batch_size // (world_size or 1)
     if sampling == "stratified":

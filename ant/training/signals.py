@@ -53,7 +53,6 @@ class StopVote:
     def __init__(self, flag: StopFlag, device: torch.device, distributed: bool) -> None:
         self.flag = flag
         self.distributed = distributed
-        self.device = device
         cuda = device.type == "cuda"
         self._votes = [torch.zeros(1, device=device) for _ in range(2)]
         self._host = [torch.zeros(1, pin_memory=cuda) for _ in range(2)]
