@@ -207,6 +207,7 @@ def _ddp_worker(rank: int, port: int, recipe_dump: dict[str, object], run: str, 
     dist.all_gather(gathered, flat)
     if rank == 0:
         torch.save(torch.stack(gathered), out)
+    dist.barrier()  # neither rank tears gloo down while the other still reduces
     dist.destroy_process_group()
 
 
