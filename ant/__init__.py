@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from ant.plugins.hookspecs import hookimpl
+from ant.core.hookspecs import hookimpl
 
 __all__ = ["__version__", "hookimpl"]

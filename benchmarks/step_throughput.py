@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from ant.plugins import registry
-from ant.recipes import load_recipe
-from ant.training.build import build_train_step
-from ant.training.distributed import DistContext, pick_device
+from ant.core.distributed import DistContext, pick_device
+from ant.core.plugins import registry
+from ant.recipe import load_recipe
+from ant.training.loop import build_train_step
 from ant.training.step import TrainStep
 
 

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from step_throughput import build, make_batch, parse_args, synchronize
 from torch.nn.parallel import DistributedDataParallel
 
-from ant.training.distributed import DistContext
+from ant.core.distributed import DistContext
 from ant.training.signals import StopFlag, StopVote
 from ant.training.step import TrainStep
 

@@ -12,10 +12,10 @@ import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from PIL import Image
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+from ant.core.checkpoint import checkpoint_path, save_checkpoint
 from ant.evaluation.classifier import load_labelled
-from ant.recipes import Recipe, load_recipe
-from ant.training.build import build_model
-from ant.training.checkpoint import checkpoint_path, save_checkpoint
+from ant.recipe import Recipe, load_recipe
+from ant.recipe.build import build_model
 
 RECIPE = """\
 model:

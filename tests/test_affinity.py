@@ -12,26 +12,26 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ant.analysis.affinity import (
+from ant.cli import cli
+from ant.clustering import expand_affinity
+from ant.core import checkpoint as ckpt
+from ant.core.errors import AntError
+from ant.experiments.affinity import (
     CountSketch,
     cosine_matrix,
     gap_spearman,
     group_bounds,
 )
-from ant.analysis.affinity_run import (
+from ant.experiments.affinity_run import (
     AffinityResult,
     AffinitySettings,
     compute_affinity,
     load_samples,
 )
-from ant.analysis.group_grads import group_inputs
-from ant.cli import cli
-from ant.clustering import expand_affinity
-from ant.errors import AntError
-from ant.recipes import load_recipe
+from ant.experiments.group_grads import group_inputs
+from ant.recipe import load_recipe
+from ant.recipe.build import build_model
 from ant.sampling.loading import load_sampling_model
-from ant.training import checkpoint as ckpt
-from ant.training.build import build_model
 from ant.training.task_grads import trainable
 
 from .helpers import assert_one_line_error, run_ant

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from ant.cli import cli
 from ant.clustering import CLUSTERS_FILE
-from ant.recipes import load_recipe
-from ant.training.distributed import DistContext
+from ant.core.distributed import DistContext
+from ant.recipe import load_recipe
 from ant.training.loop import fit
 
 from .helpers import assert_one_line_error, run_ant

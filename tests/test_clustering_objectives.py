@@ -28,10 +28,10 @@ from ant.clustering import (
 from ant.clustering.dp import IntervalCost
 from ant.clustering.intervals import Interval
 from ant.clustering.objectives import median_deviation_cost
-from ant.errors import AntError
-from ant.plugins import build_plugin_manager, collect, hookimpl
-from ant.recipes import load_recipe
-from ant.training.build import build_clustering, build_intervals
+from ant.core.errors import AntError
+from ant.core.plugins import build_plugin_manager, collect, hookimpl
+from ant.recipe import load_recipe
+from ant.recipe.build import build_clustering, build_intervals
 
 
 def deviation(values: np.ndarray, start: int, end: int) -> float:

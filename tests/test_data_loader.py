@@ -14,11 +14,11 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from ant.core.errors import AntError
 from ant.data import UNLABELLED, make_loader, pack, read_meta, write_array_shards
 from ant.data.info import summarize
 from ant.data.shards import iter_shard, resolve_shards
 from ant.data.sources import open_source
-from ant.errors import AntError
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from ant.core.errors import AntError
 from ant.data.images import adm_center_crop, decode_image, encode_png
 from ant.data.sources import DataSource, open_source, parse_source_spec
-from ant.errors import AntError
 
 
 def write_image(path: Path, size: tuple[int, int], seed: int) -> np.ndarray:

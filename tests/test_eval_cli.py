@@ -180,3 +180,18 @@ def test_inception_metrics_with_local_weights(
     metrics = report_of(out).metrics
     assert set(metrics) == {"fid", "isc", "isc_std", "kid", "kid_std", "precision", "recall"}
     assert metrics["fid"] > 0
+
+
+def test_key_value_overrides_change_the_stored_sample_and_eval_sections(
+    run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "metrics.json"
+    result = ant_eval(run, "sample.cfg_scale=2", "eval.num_samples=10", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = report_of(out)
+    assert report.sampling.num_samples == 10 and report.sampling.cfg_scale == 2
+    refused = ant_eval(run, "model.num_classes=3")
+    assert refused.exit_code == 2
+    assert "a trained model's model cannot change" in refused.output
+    bad = ant_eval(run, "sample.steps=1")
+    assert bad.exit_code == 2 and "sample.steps" in bad.output

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from ant.errors import AntError
+from ant.core.errors import AntError
 from ant.evaluation import EvalResult, Evaluator
 from ant.evaluation import references as references_module
 from ant.evaluation.images import tensor_images

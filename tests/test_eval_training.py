@@ -12,12 +12,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ant.core.checkpoint import load_checkpoint
+from ant.core.distributed import DistContext
+from ant.core.errors import AntError
+from ant.core.logbook import read_metrics
 from ant.evaluation import evaluate_during_training
-from ant.recipes import Recipe, load_recipe
-from ant.training.build import build_diffusion, build_model
-from ant.training.checkpoint import load_checkpoint
-from ant.training.distributed import DistContext
-from ant.training.logbook import read_metrics
+from ant.evaluation.training import TrainingEvaluation
+from ant.recipe import Recipe, load_recipe
+from ant.recipe.build import build_diffusion, build_model
 from ant.training.loop import fit
 
 from .eval_helpers import make_run, use_session_cache
@@ -118,7 +120,10 @@ def test_eval_every_logs_curves_without_changing_training(
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(TRAIN_RECIPE.format(shards=digits_shards))
     fit(load_recipe(str(recipe_file)), tmp_path / "plain", CPU, show=False)
-    fit(load_recipe(str(recipe_file), ["eval.every=3"]), tmp_path / "evaluated", CPU, show=False)
+    evaluated = load_recipe(str(recipe_file), ["eval.every=3"])
+    fit(evaluated, tmp_path / "evaluated", CPU, show=False, on_eval=TrainingEvaluation(evaluated))
+    with pytest.raises(AntError, match="given no evaluation"):
+        fit(evaluated, tmp_path / "no-callback", CPU, show=False)
 
     def losses(run: Path) -> list[object]:
         return [record["loss"] for record in read_metrics(run) if "loss" in record]

@@ -30,18 +30,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from click.testing import CliRunner
 
-from ant import atomic
 from ant.cli import cli
+from ant.core import atomic
+from ant.core import checkpoint as ckpt
+from ant.core.distributed import DistContext
+from ant.core.errors import AntError
+from ant.core.logbook import METRICS_FILE, Logbook, read_metrics
+from ant.core.rundir import LOCK_FILE
 from ant.data.writer import write_array_shards
-from ant.errors import AntError
-from ant.recipes import load_recipe
-from ant.training import checkpoint as ckpt
-from ant.training.build import build_train_step
-from ant.training.distributed import DistContext
+from ant.recipe import load_recipe
 from ant.training.guard import NonFiniteGuard
-from ant.training.logbook import METRICS_FILE, Logbook, read_metrics
-from ant.training.loop import fit
-from ant.training.rundir import LOCK_FILE
+from ant.training.loop import build_train_step, fit
 from ant.training.signals import StopFlag, StopVote
 
 from .helpers import REPO, assert_one_line_error, run_ant

@@ -20,17 +20,17 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from ant.cli import cli
+from ant.core.distributed import DistContext
+from ant.core.errors import AntError
+from ant.core.logbook import read_metrics
+from ant.data import encode as encode_module
 from ant.data import make_loader, pack, read_meta
+from ant.data.encode import STATE_NAME, encode_shards
 from ant.data.loader import ShardLoader
-from ant.errors import AntError
+from ant.data.vae import Vae, VaeSpec, keyed_noise
 from ant.evaluation.report import EvalReport
-from ant.latent import encode as encode_module
-from ant.latent.encode import STATE_NAME, encode_shards
-from ant.latent.recipe import recipe_vae, training_encoder
-from ant.latent.vae import Vae, VaeSpec, keyed_noise
-from ant.recipes import load_recipe
-from ant.training.distributed import DistContext
-from ant.training.logbook import read_metrics
+from ant.recipe import load_recipe
+from ant.recipe.latent import recipe_vae, training_encoder
 from ant.training.loop import fit
 
 from .eval_helpers import use_session_cache

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from ant.core.plugins import registry
 from ant.methods import GradientMethod
 from ant.methods.cagrad import (
     CAGrad,
@@ -29,7 +30,6 @@ from ant.methods.pcgrad import (
     pcgrad_order,
     pcgrad_weights,
 )
-from ant.plugins import registry
 
 
 def random_grads(seed: int, k: int = 5, p: int = 40, shared: float = 0.0) -> torch.Tensor:

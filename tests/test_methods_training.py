@@ -10,12 +10,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ant.core.distributed import DistContext
+from ant.core.plugins import registry
 from ant.methods import GradientMethod
-from ant.plugins import registry
-from ant.recipes import Recipe, load_recipe
-from ant.training.build import build_train_step
-from ant.training.distributed import DistContext
-from ant.training.loop import fit
+from ant.recipe import Recipe, load_recipe
+from ant.training.loop import build_train_step, fit
 from ant.training.step import TrainStep
 
 CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -41,10 +40,11 @@ ALL_METHODS = [
     "famo",
     "dwa",
     "rlw",
-    "minsnr",
-    "p2",
-    "debias",
-    "edm2_uncertainty",
+]
+WEIGHTINGS = ["minsnr", "p2", "debias", "edm2_uncertainty"]
+# Each cluster method alone, and each weighting inside vanilla averaging across clusters.
+COMPONENTS = [f"method.name={name}" for name in ALL_METHODS] + [
+    f"weighting.name={name}" for name in WEIGHTINGS
 ]
 
 
@@ -190,18 +190,21 @@ def test_two_gloo_ranks_apply_identical_updates(tmp_path: Path) -> None:
             assert torch.allclose(rank0, _weights(single), atol=2e-5), method
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("component", COMPONENTS)
 def test_every_method_trains_and_resumes_exactly(
-    tmp_path: Path, digits_shards: Path, method: str
+    tmp_path: Path, digits_shards: Path, component: str
 ) -> None:
-    recipe = make_recipe(tmp_path, f"method.name={method}", shards=str(digits_shards))
+    recipe = make_recipe(tmp_path, component, shards=str(digits_shards))
     whole = fit(recipe, tmp_path / "whole", CPU_CTX, show=False)
-    halted = make_recipe(
-        tmp_path, f"method.name={method}", "train.steps=3", shards=str(digits_shards)
-    )
+    halted = make_recipe(tmp_path, component, "train.steps=3", shards=str(digits_shards))
     fit(halted, tmp_path / "split", CPU_CTX, show=False)
     resumed = fit(recipe, tmp_path / "split", CPU_CTX, resume=True, show=False)
     assert torch.equal(_weights(whole), _weights(resumed))
     for key, value in whole.method.state_dict().items():
         assert _same(value, resumed.method.state_dict()[key]), key
-    assert registry("method").get(method).name == method
+    if whole.weighting is not None:
+        assert resumed.weighting is not None
+        for key, value in whole.weighting.state_dict().items():
+            assert _same(value, resumed.weighting.state_dict()[key]), key
+    kind, name = component.split(".name=")
+    assert registry(kind).get(name).name == name

@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 
 import ant.models.adm_plugin
+from ant.core import checkpoint as ckpt
+from ant.core.distributed import DistContext
+from ant.core.errors import AntError
+from ant.core.logbook import read_metrics
+from ant.core.plugins import AntPluginManager, collect
 from ant.diffusion.guidance import classifier_free_guidance
-from ant.errors import AntError
 from ant.models.adm import ADMUNet
 from ant.models.adm_plugin import ADM_CONFIGS
 from ant.models.unet_blocks import AttentionBlock, ResBlock
-from ant.plugins.manager import AntPluginManager, collect
-from ant.recipes import Recipe, load_recipe
+from ant.recipe import Recipe, load_recipe
+from ant.recipe.build import build_model
 from ant.sampling.loading import load_sampling_model
-from ant.training import checkpoint as ckpt
-from ant.training.build import build_model
-from ant.training.distributed import DistContext
-from ant.training.logbook import read_metrics
 from ant.training.loop import fit
 from ant.training.task_grads import (
     task_grads_backward,

@@ -13,9 +13,9 @@ import torch
 from timm.models.vision_transformer import Attention
 
 import ant.models.plugin
+from ant.core.plugins import AntPluginManager, collect
 from ant.models import DIT_CONFIGS, DiT
 from ant.models.embeddings import LabelEmbedder, sincos_pos_embed_2d, timestep_frequency_embedding
-from ant.plugins.manager import AntPluginManager, collect
 
 # DiT paper, Table 4: parameters of the 256×256 models (32×32×4 latents, 1000 classes).
 PUBLISHED_PARAMS = {

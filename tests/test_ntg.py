@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 
 from ant.cli import cli
+from ant.core.errors import AntError
 from ant.diffusion import GaussianDiffusion
-from ant.errors import AntError
 from ant.evaluation.ntg import Interval, TimestepRouter, negative_transfer_gaps, parse_specific
 from ant.sampling.generate import BatchSampler
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from ant.cli import cli
+from ant.core.distributed import DistContext
 from ant.evaluation.plot import read_series
-from ant.recipes import load_recipe
-from ant.training.distributed import DistContext
+from ant.recipe import load_recipe
 from ant.training.loop import fit
 
 from .helpers import assert_one_line_error

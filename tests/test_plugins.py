@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import ant
-from ant.errors import AntError
-from ant.plugins import build_plugin_manager, collect, registry
-from ant.plugins.manager import add_commands
+from ant.core.errors import AntError
+from ant.core.plugins import add_commands, build_plugin_manager, collect, registry
 
 from .helpers import assert_one_line_error, run_ant
 
@@ -138,3 +137,21 @@ def test_third_party_method_computes_the_geometric_mean() -> None:
     expected = 4.0 / (3 * losses.detach())
     assert torch.allclose(losses.grad, expected)
     assert torch.allclose(method.task_weights(), expected)
+
+
+def test_weightings_and_extractors_are_kinds_of_their_own() -> None:
+    assert set(registry("weighting").names()) == {"minsnr", "p2", "debias", "edm2_uncertainty"}
+    assert not {"minsnr", "p2"} & set(registry("method").names())
+    assert {"inception", "vgg16", "classifier"} == set(registry("extractor").names())
+    assert "inception" not in registry("metric")
+
+
+def test_plugins_lists_the_weighting_kind_and_a_misplaced_name_gets_a_pointer() -> None:
+    result = run_ant("plugins", "--kind", "weighting", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert sorted(row["name"] for row in rows) == ["debias", "edm2_uncertainty", "minsnr", "p2"]
+    assert {row["kind"] for row in rows} == {"weighting"}
+    refused = run_ant("recipe", "validate", "recipes/digits_dit.yaml", "method.name=minsnr")
+    assert refused.returncode == 2
+    assert_one_line_error(refused.stderr, "'minsnr' is a weighting", "weighting.name=minsnr")

@@ -11,19 +11,19 @@ import yaml
 from click.testing import CliRunner
 
 from ant.cli import cli
+from ant.core.checkpoint import load_checkpoint
+from ant.core.distributed import DistContext
+from ant.core.errors import AntError
 from ant.data.writer import write_array_shards
-from ant.errors import AntError
-from ant.recipes import (
+from ant.recipe import (
     Recipe,
     dump_recipe,
     list_recipes,
     load_recipe,
     write_resolved_recipe,
 )
-from ant.recipes.yaml_io import parse_value
-from ant.training.build import build_diffusion, build_method, build_model, plan_run
-from ant.training.checkpoint import load_checkpoint
-from ant.training.distributed import DistContext
+from ant.recipe.build import build_diffusion, build_method, build_model, plan_run
+from ant.recipe.yaml_io import parse_value
 from ant.training.loop import fit
 
 from .helpers import REPO, assert_one_line_error, run_ant

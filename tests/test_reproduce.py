@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-import ant.reproduce.aggregate as aggregate
-import ant.reproduce.commands as commands
-import ant.reproduce.report as report
-import ant.reproduce.sweep as sweep
-import ant.reproduce.variants as variants
+import ant.cli.reproduce as commands
+import ant.experiments.aggregate as aggregate
+import ant.experiments.report as report
+import ant.experiments.sweep as sweep
+import ant.experiments.variants as variants
 from ant.cli import cli
-from ant.errors import AntError
-from ant.recipes import dump_recipe
-from ant.reproduce.aggregate import (
+from ant.core.checkpoint import checkpoint_path, list_checkpoints
+from ant.core.errors import AntError
+from ant.experiments.aggregate import (
     eval_curve,
     eval_metrics,
     first_reach,
@@ -32,7 +32,7 @@ from ant.reproduce.aggregate import (
     seed_curve,
     summarize,
 )
-from ant.reproduce.plan import (
+from ant.experiments.plan import (
     ARCHIVE_FILE,
     EvalSettings,
     SweepConfig,
@@ -41,9 +41,9 @@ from ant.reproduce.plan import (
     resume_step,
     run_state,
 )
-from ant.reproduce.report import Flattening, build_results, markdown
-from ant.reproduce.variants import CATALOGUE, PRESETS, Variant, parse_variants
-from ant.training.checkpoint import checkpoint_path, list_checkpoints
+from ant.experiments.report import Flattening, build_results, markdown
+from ant.experiments.variants import CATALOGUE, PRESETS, Variant, parse_variants
+from ant.recipe import dump_recipe
 
 from .eval_helpers import use_session_cache
 

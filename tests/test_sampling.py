@@ -13,11 +13,11 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from ant.cli import cli
-from ant.recipes import Recipe, load_recipe
+from ant.core.checkpoint import checkpoint_path, save_checkpoint
+from ant.recipe import Recipe, load_recipe
+from ant.recipe.build import build_diffusion, build_model
 from ant.sampling import generate, save_images, to_uint8
 from ant.sampling.images import BORDER, MIN_CELL
-from ant.training.build import build_diffusion, build_model
-from ant.training.checkpoint import checkpoint_path, save_checkpoint
 
 from .helpers import REPO, assert_one_line_error
 

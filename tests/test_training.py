@@ -15,12 +15,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ant.core import checkpoint as ckpt
+from ant.core.distributed import DistContext
+from ant.core.errors import AntError
+from ant.core.logbook import read_metrics
 from ant.data.writer import write_array_shards
-from ant.errors import AntError
-from ant.recipes import Recipe, load_recipe
-from ant.training import checkpoint as ckpt
-from ant.training.distributed import DistContext
-from ant.training.logbook import read_metrics
+from ant.recipe import Recipe, load_recipe
 from ant.training.loop import fit, train
 
 from .helpers import REPO, assert_one_line_error, run_ant

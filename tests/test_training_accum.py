@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ant.errors import AntError
+from ant.core.errors import AntError
 from ant.training.loop import fit
 from ant.training.step import Batch
 from tests.test_methods_training import (
@@ -23,8 +23,8 @@ from tests.test_methods_training import (
 ACCUM_METHODS = {
     "vanilla": [],
     "uw": [],
-    "minsnr": [],
-    "edm2_uncertainty": [],
+    "weighting.name=minsnr": [],
+    "weighting.name=edm2_uncertainty": [],
     "rlw": [],
     "famo": [],
     "dwa": ["method.period=1"],
@@ -42,7 +42,8 @@ def test_accumulated_micro_batches_equal_one_step_on_the_whole_batch(
 ) -> None:
     """Three steps (Nash-MTL solves on steps 1 and 3 and reuses its weights on step 2; FAMO and
     DWA update from the observed losses) give the same weights and method state."""
-    overrides = [f"method.name={method}", *ACCUM_METHODS[method]]
+    name = method if "=" in method else f"method.name={method}"
+    overrides = [name, *ACCUM_METHODS[method]]
     whole = _step(make_recipe(tmp_path, *overrides))
     split = _step(make_recipe(tmp_path, *overrides, f"train.grad_accum={parts}"))
     for seed in range(3):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from ant.core.plugins import registry
 from ant.models.unet_blocks import GroupNorm32
-from ant.plugins import registry
 from ant.training.grouped import GroupedGrads, GroupLayout, gram_matrix
 from ant.training.step import gradient_cosines
 from ant.training.task_grads import task_grads_backward, trainable

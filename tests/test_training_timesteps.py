@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ant.clustering import equal_intervals
-from ant.errors import AntError
+from ant.core.errors import AntError
+from ant.recipe.preflight import check_stratified_batch
 from ant.training.timesteps import (
     ClusterTable,
-    check_stratified_batch,
     cluster_losses,
     cluster_means,
     stratified_timesteps,

@@ -8,8 +8,8 @@ from typing import IO, Any
 import click
 
 from ant import __version__
-from ant.atomic import ACCESS_ERRORS, DISK_ERRORS, disk_error
-from ant.errors import AntError, one_line
+from ant.core.atomic import ACCESS_ERRORS, DISK_ERRORS, disk_error
+from ant.core.errors import AntError, one_line
 
 
 class UserError(click.ClickException):
@@ -44,7 +44,7 @@ class PluginGroup(click.Group):
         if self._loaded:
             return
         self._loaded = True
-        from ant.plugins.manager import add_commands, get_plugin_manager
+        from ant.core.plugins import add_commands, get_plugin_manager
 
         try:
             self.providers = add_commands(get_plugin_manager(), self)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ant.atomic import atomic_write
 from ant.clustering.objectives import Clustering
+from ant.core.atomic import atomic_write
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
-from ant.clustering.commands import cluster_command
 from ant.clustering.objectives import (
     GradientObjective,
     SNRObjective,
     TimestepObjective,
     UniformObjective,
 )
-from ant.plugins.hookspecs import hookimpl
+from ant.core.hookspecs import hookimpl
 
 
 @hookimpl
@@ -22,8 +19,3 @@ def ant_register_objectives(register: Any) -> None:
     register("timestep", TimestepObjective)
     register("snr", SNRObjective)
     register("gradient", GradientObjective)
-
-
-@hookimpl
-def ant_register_commands(cli: click.Group) -> None:
-    cli.add_command(cluster_command)

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ant.atomic import atomic_write
 from ant.clustering.intervals import validate_intervals
 from ant.clustering.objectives import Clustering
 from ant.clustering.space import TaskSpace
-from ant.errors import AntError
-from ant.plugins import registry
+from ant.core.atomic import atomic_write
+from ant.core.errors import AntError
+from ant.core.plugins import registry
 
 CLUSTERS_FILE = "clusters.json"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ant.errors import AntError
+from ant.core.errors import AntError
 
 AFFINITY_FIX = (
     "`ant analyze affinity CKPT --data SHARDS --out DIR` writes a valid one to DIR/affinity.npy"
@@ -92,7 +92,7 @@ def load_affinity(path: str | Path, num_timesteps: int) -> np.ndarray:
     """Read a task-affinity ``.npy`` file and expand it to ``T x T``.
 
     A missing or unreadable file, a wrong shape or NaN entries raise a one-line
-    :class:`~ant.errors.AntError` that names the file and how to make a valid one.
+    :class:`~ant.core.errors.AntError` that names the file and how to make a valid one.
     """
     file = Path(path)
     if not file.is_file():

@@ -10,11 +10,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ant.core.errors import AntError
+from ant.core.progress import track
 from ant.data.decode import decode_sample
 from ant.data.meta import DatasetMeta
-from ant.data.progress import track
 from ant.data.shards import ShardError, ShardSet, describe_exception, iter_shard
-from ant.errors import AntError
 
 MAX_CLASS_NAMES = 20
 

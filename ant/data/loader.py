@@ -33,11 +33,11 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 import torch
 import webdataset as wds
 
+from ant.core.errors import AntError, one_line
 from ant.data.decode import UNLABELLED, Keyed, Pair
 from ant.data.meta import DatasetMeta
 from ant.data.shards import resolve_shards
 from ant.data.stream import ShardStream, Skipped, StreamPlan, WorkerItem
-from ant.errors import AntError, one_line
 
 __all__ = ["UNLABELLED", "ShardLoader", "Skipped", "make_loader"]
 

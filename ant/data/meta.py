@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ant.errors import AntError
+from ant.core.errors import AntError
 
 META_NAME = "meta.json"
 SHARD_PREFIX = "shard-"

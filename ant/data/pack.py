@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ant.core.errors import AntError
+from ant.core.progress import track
 from ant.data.images import encode_png
 from ant.data.meta import DatasetMeta, write_meta
-from ant.data.progress import track
 from ant.data.sources import IMAGE_CHANNELS, DataSource, open_source
 from ant.data.writer import ShardSink, prepare_output, sample_key
-from ant.errors import AntError
 
 DEFAULT_SHARD_SIZE = 10_000
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
-from ant.data.commands import data_group
+from ant.core.hookspecs import hookimpl
 from ant.data.sources import DigitsSource, FolderSource, NpzSource
-from ant.plugins.hookspecs import hookimpl
 
 
 @hookimpl
@@ -16,8 +13,3 @@ def ant_register_data_sources(register: Any) -> None:
     register("digits", DigitsSource)
     register("folder", FolderSource)
     register("npz", NpzSource)
-
-
-@hookimpl
-def ant_register_commands(cli: click.Group) -> None:
-    cli.add_command(data_group)

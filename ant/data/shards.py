@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import webdataset as wds
 
+from ant.core.errors import AntError
 from ant.data.meta import META_NAME, DatasetMeta, read_meta
-from ant.errors import AntError
 
 # webdataset's pipe: streams fail with "<command args>: exit <status> (read) ...".
 _PIPE_STATUS = re.compile(r": exit (\d+) \((?:read|write)\)")

@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from ant.core.errors import AntError
 from ant.data.images import adm_center_crop, from_pil, resize_square, to_pil
-from ant.errors import AntError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 IMAGE_CHANNELS = (1, 3, 4)
@@ -52,7 +52,7 @@ def parse_source_spec(spec: str) -> tuple[str, str | None]:
 
 def open_source(spec: str, image_size: int | None = None) -> DataSource:
     """Build the data source named by ``spec`` through the ``data_source`` plugin registry."""
-    from ant.plugins import registry
+    from ant.core.plugins import registry
 
     name, arg = parse_source_spec(spec)
     source: DataSource = registry("data_source").get(name).build(arg=arg, image_size=image_size)

@@ -12,9 +12,9 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ant.core.errors import AntError
 from ant.data.decode import Batch, Decoded, check_label, collate, decode_sample
 from ant.data.shards import ShardError, describe_exception, iter_shard
-from ant.errors import AntError
 
 
 @dataclass(frozen=True)

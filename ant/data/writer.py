@@ -10,8 +10,8 @@ from types import TracebackType
 import numpy as np
 import webdataset as wds
 
+from ant.core.errors import AntError
 from ant.data.meta import META_NAME, SHARD_PREFIX, DatasetMeta, shard_name, write_meta
-from ant.errors import AntError
 
 PARTIAL_SUFFIX = ".partial"
 

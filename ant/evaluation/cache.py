@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ant.atomic import atomic_write
+from ant.core.atomic import atomic_write
 from ant.data.meta import META_NAME
 from ant.data.shards import resolve_shards
 

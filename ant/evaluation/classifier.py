@@ -31,14 +31,14 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from ant.atomic import torch_save
+from ant.core.atomic import torch_save
+from ant.core.errors import AntError
+from ant.core.progress import progress_bar
 from ant.data.loader import make_loader
 from ant.data.shards import resolve_shards
-from ant.errors import AntError
 from ant.evaluation.cache import cache_dir, shards_digest, text_hash, write_json
 from ant.evaluation.features import FeatureExtractor
 from ant.evaluation.images import float_to_uint8
-from ant.progress import progress_bar
 
 FIDELITY_NAME = "ant-classifier"
 """The classifier's name in torch-fidelity's feature-extractor registry."""

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from ant.errors import AntError
+from ant.core.errors import AntError
+from ant.core.plugins import registry
 from ant.evaluation.features import FeatureExtractor, extract_features
 from ant.evaluation.images import ImageSet
 from ant.evaluation.metrics import Metric, MetricInput
@@ -25,7 +26,6 @@ from ant.evaluation.references import (
     reference_statistics,
     resolve_reference,
 )
-from ant.plugins.manager import registry
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -35,27 +35,31 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def build_extractor(spec: str) -> FeatureExtractor:
-    """The feature extractor ``NAME[:ARG]`` from the ``metric`` registry (not yet prepared)."""
+    """The feature extractor ``NAME[:ARG]`` from the ``extractor`` registry (not yet prepared)."""
     name, arg = split_spec(spec)
-    built = registry("metric").get(name).build(arg=arg)
-    if not isinstance(built, FeatureExtractor):
+    if name not in registry("extractor") and name in registry("metric"):
         raise AntError(f"'{name}' is a metric, not a feature extractor: pass it with --metrics")
+    built = registry("extractor").get(name).build(arg=arg)
+    if not isinstance(built, FeatureExtractor):
+        raise AntError(f"extractor '{name}' built a {type(built).__name__}, not a FeatureExtractor")
     return built
 
 
 def build_metric(name: str) -> Metric:
     """The metric ``name`` from the ``metric`` registry."""
-    built = registry("metric").get(name).build()
-    if not isinstance(built, Metric):
+    if name not in registry("metric") and name in registry("extractor"):
         raise AntError(
             f"'{name}' is a feature extractor, not a metric: pass it with --feature-extractor"
         )
+    built = registry("metric").get(name).build()
+    if not isinstance(built, Metric):
+        raise AntError(f"metric '{name}' built a {type(built).__name__}, not a Metric")
     return built
 
 
 def parse_weights(values: Sequence[str], main: str) -> dict[str, Path]:
     """``--weights`` values: ``PATH`` (for the ``main`` extractor) or ``NAME=PATH``."""
-    known = {entry.name for entry in registry("metric")}
+    known = set(registry("extractor").names())
     weights: dict[str, Path] = {}
     for value in values:
         name, sep, path = value.partition("=")

@@ -25,11 +25,11 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.utils import create_feature_extractor
 
-from ant.atomic import load_torch_file
-from ant.errors import AntError
+from ant.core.atomic import load_torch_file
+from ant.core.errors import AntError
+from ant.core.progress import progress_bar
 from ant.evaluation.cache import file_digest
 from ant.evaluation.images import ImageSet, to_channels
-from ant.progress import progress_bar
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 """torchvision's ImageNet VGG16 weights (``VGG16_Weights.IMAGENET1K_V1``)."""

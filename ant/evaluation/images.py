@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ant.core.errors import AntError
 from ant.data.loader import make_loader
 from ant.data.shards import resolve_shards
 from ant.data.sources import FolderSource
-from ant.errors import AntError
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 """ITU-R 601 luma, PIL's ``convert("L")``: RGB images for a one-channel feature extractor."""

@@ -31,7 +31,7 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-from ant.errors import AntError
+from ant.core.errors import AntError
 from ant.evaluation.features import FeatureExtractor
 from ant.evaluation.references import ReferenceStats, frechet_statistics
 

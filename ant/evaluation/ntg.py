@@ -26,8 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ant.core.checkpoint import CHECKPOINT_DIR
+from ant.core.errors import AntError
+from ant.core.runtime import Launch
 from ant.diffusion.samplers import SamplerName
-from ant.errors import AntError
 from ant.evaluation.cache import file_digest, write_json
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
 from ant.evaluation.plot import plot_ntg
@@ -38,13 +40,11 @@ from ant.evaluation.run import (
     settings_name,
 )
 from ant.evaluation.samples import SampleRequest, draw_to_folder, folder_images, folder_labels
-from ant.latent.recipe import recipe_vae
-from ant.runtime import Launch
+from ant.recipe.latent import recipe_vae
 from ant.sampling.generate import BatchSampler
 from ant.sampling.loading import SamplingModel, load_sampling_model
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.settings import SampleSettings, resolve_settings
-from ant.training.checkpoint import CHECKPOINT_DIR
 
 _INTERVAL = re.compile(r"^(\d+):(\d+)$")
 

@@ -15,9 +15,9 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from ant.atomic import atomic_write
-from ant.errors import AntError
-from ant.training.logbook import METRICS_FILE, read_metrics
+from ant.core.atomic import atomic_write
+from ant.core.errors import AntError
+from ant.core.logbook import METRICS_FILE, read_metrics
 
 EVAL_PREFIX = "eval/"
 PANEL_SIZE = (5.0, 3.5)

@@ -10,10 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-
-from ant.evaluation.commands import eval_command, plot_command
-from ant.plugins.hookspecs import hookimpl
+from ant.core.hookspecs import hookimpl
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,10 @@ def ant_register_metrics(register: Any) -> None:
     )
     register("accuracy", Lazy(METRICS, "ClassAccuracy"), "Classifier accuracy of class samples")
     register("coverage", Lazy(METRICS, "ClassCoverage"), "Classes predicted, prediction entropy")
+
+
+@hookimpl
+def ant_register_extractors(register: Any) -> None:
     register(
         "inception",
         Lazy(FEATURES, "InceptionExtractor"),
@@ -59,9 +60,3 @@ def ant_register_metrics(register: Any) -> None:
         Lazy("ant.evaluation.classifier", "ClassifierExtractor"),
         "Feature extractor classifier:SHARDS: a small CNN trained on the data (FD, accuracy)",
     )
-
-
-@hookimpl
-def ant_register_commands(cli: click.Group) -> None:
-    cli.add_command(eval_command)
-    cli.add_command(plot_command)

@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ant.atomic import atomic_write
+from ant.core.atomic import atomic_write
+from ant.core.errors import AntError
 from ant.data.meta import META_NAME
 from ant.data.sources import IMAGE_SUFFIXES
-from ant.errors import AntError
 from ant.evaluation.cache import cache_dir, content_hash, file_digest, shards_digest
 from ant.evaluation.features import FeatureExtractor, iter_features
 from ant.evaluation.images import ImageSet, folder_images, npz_images, shard_images

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ant.atomic import atomic_write
+from ant.core.atomic import atomic_write
 
 
 class Frozen(BaseModel):

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ant.core.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from ant.core.errors import AntError
+from ant.core.runtime import Launch
 from ant.diffusion.samplers import SamplerName
-from ant.errors import AntError
 from ant.evaluation.cache import file_digest
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
 from ant.evaluation.report import EvalReport, SamplingInfo
@@ -19,14 +21,12 @@ from ant.evaluation.samples import (
     folder_images,
     folder_labels,
 )
-from ant.latent.recipe import image_reference, recipe_vae
-from ant.recipes import Recipe
-from ant.runtime import Launch
+from ant.recipe import Recipe
+from ant.recipe.latent import image_reference, recipe_vae
 from ant.sampling.generate import BatchSampler, SampleDecoder
 from ant.sampling.loading import load_sampling_model
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.settings import SampleSettings, resolve_settings
-from ant.training.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 
 LATEST_NAME = "latest.pt"
 EVAL_DIR = "eval"
@@ -56,6 +56,8 @@ class EvalOptions:
     raw_weights: bool = False
     device: str = "auto"
     progress: bool = True
+    overrides: tuple[str, ...] = ()
+    """``KEY=VALUE`` on the checkpoint recipe's ``sample`` and ``eval`` sections."""
 
 
 def resolve_checkpoint(spec: str) -> Path:
@@ -114,7 +116,7 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
     start = time.perf_counter()
     launch = Launch.from_env()
     path = resolve_checkpoint(options.checkpoint)
-    loaded = load_sampling_model(path, raw_weights=options.raw_weights)
+    loaded = load_sampling_model(path, raw_weights=options.raw_weights, overrides=options.overrides)
     recipe = loaded.recipe
     try:
         info = ModelInfo.of(loaded.model)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ant.atomic import atomic_write
-from ant.errors import AntError
+from ant.core.atomic import atomic_write
+from ant.core.errors import AntError
+from ant.core.runtime import Launch
 from ant.evaluation.cache import write_json
 from ant.evaluation.images import ImageSet, png_images, to_channels
-from ant.runtime import Launch
 from ant.sampling.files import sample_path
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import BatchSampler

@@ -1,6 +1,7 @@
 """Evaluation during training (``eval.every``): metrics of the EMA model for convergence curves.
 
-The trainer calls :func:`evaluate_during_training` on every rank at the steps it evaluates.
+``ant train`` hands the loop a :class:`TrainingEvaluation`, which calls
+:func:`evaluate_during_training` on every rank at the steps it evaluates.
 Each rank draws its share of ``eval.num_samples`` samples in memory with the recipe's ``sample``
 settings and extracts their features on its device; rank 0 gathers the features, computes the
 metrics against ``eval.ref`` (default: the training shards) and every rank gets the same dict,
@@ -16,22 +17,23 @@ reference statistics on rank 0; for a large reference compute them beforehand wi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ant.core.distributed import DistContext, barrier
+from ant.core.progress import step_progress
 from ant.diffusion import GaussianDiffusion
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
 from ant.evaluation.images import float_to_uint8, tensor_images
 from ant.evaluation.run import default_reference
-from ant.latent.recipe import recipe_vae
-from ant.recipes import Recipe
+from ant.recipe import Recipe
+from ant.recipe.latent import recipe_vae
 from ant.sampling.generate import BatchSampler
 from ant.sampling.labels import class_labels
 from ant.sampling.model_info import ModelInfo
-from ant.sampling.progress import step_progress
-from ant.training.distributed import DistContext, barrier
 
 PREFIX = "eval/"
 
@@ -182,3 +184,22 @@ def _metrics(evaluator: Evaluator, parts: list[Part]) -> dict[str, float]:
     all_labels = torch.cat(label_chunks)[permutation] if label_chunks else None
     metrics = evaluator.compute(merged, all_labels)
     return {f"{PREFIX}{name}": value for name, value in metrics.items()}
+
+
+@dataclass(frozen=True)
+class TrainingEvaluation:
+    """The trainer's ``eval.every`` callback for ``recipe`` (:class:`ant.training.loop.Evaluation`).
+
+    ``prepare`` builds the evaluator before the first step (a bad eval section fails fast);
+    calling it evaluates the EMA model with :func:`evaluate_during_training`.
+    """
+
+    recipe: Recipe
+
+    def prepare(self, ema: nn.Module, ctx: DistContext) -> None:
+        training_evaluator(self.recipe, ctx, ModelInfo.of(ema).num_classes)
+
+    def __call__(
+        self, ema: nn.Module, diffusion: GaussianDiffusion, step: int, ctx: DistContext, show: bool
+    ) -> dict[str, float]:
+        return evaluate_during_training(ema, diffusion, self.recipe, step, ctx, show=show)

@@ -142,10 +142,6 @@ class TimestepWeighting(nn.Module):
     learned-sigma model is added unweighted.
     """
 
-    def __init__(self, num_tasks: int = 1) -> None:
-        super().__init__()
-        self.num_tasks = num_tasks
-
     def bind(self, diffusion: GaussianDiffusion) -> None:
         """Prepare for ``diffusion`` (its schedule and prediction type)."""
 

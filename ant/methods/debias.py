@@ -44,8 +44,8 @@ class Debias(TabulatedWeighting):
     eps-equivalent weight all the same.
     """
 
-    def __init__(self, num_tasks: int = 1, max_weight: float = 1000.0) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, max_weight: float = 1000.0) -> None:
+        super().__init__()
         if not max_weight > 0.0:
             raise ValueError(f"max_weight must be positive, got {max_weight}")
         self.max_weight = max_weight

@@ -60,8 +60,8 @@ class EDM2Uncertainty(TimestepWeighting):
     frequencies: torch.Tensor
     phases: torch.Tensor
 
-    def __init__(self, num_tasks: int = 1, channels: int = 128, lr: float | None = None) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, channels: int = 128, lr: float | None = None) -> None:
+        super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be at least 1, got {channels}")
         if lr is not None and not lr > 0.0:

@@ -48,8 +48,8 @@ def min_snr_weight(
 class MinSNR(TabulatedWeighting):
     """Min-SNR-gamma weighting of the denoising loss (Hang et al. 2023), gamma = 5 by default."""
 
-    def __init__(self, num_tasks: int = 1, gamma: float = 5.0) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, gamma: float = 5.0) -> None:
+        super().__init__()
         if not gamma > 0.0:
             raise ValueError(f"gamma must be positive, got {gamma}")
         self.gamma = gamma

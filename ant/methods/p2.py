@@ -37,8 +37,8 @@ class P2(TabulatedWeighting):
     (:func:`ant.methods.snr_weighting.eps_to_prediction_weight`).
     """
 
-    def __init__(self, num_tasks: int = 1, k: float = 1.0, gamma: float = 1.0) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, k: float = 1.0, gamma: float = 1.0) -> None:
+        super().__init__()
         if not k > 0.0:
             raise ValueError(f"k must be positive, got {k}")
         if not gamma >= 0.0:

@@ -1,9 +1,11 @@
-"""Built-in methods, registered through the same hook as third-party ones."""
+"""Built-in cluster methods and timestep weightings, registered through the same hooks as
+third-party ones."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ant.core.hookspecs import hookimpl
 from ant.methods.cagrad import CAGrad
 from ant.methods.debias import Debias
 from ant.methods.dwa import DWA
@@ -17,7 +19,6 @@ from ant.methods.pcgrad import PCGrad
 from ant.methods.rlw import RLW
 from ant.methods.uncertainty import UncertaintyWeighting
 from ant.methods.vanilla import Vanilla
-from ant.plugins.hookspecs import hookimpl
 
 
 @hookimpl
@@ -31,6 +32,10 @@ def ant_register_methods(register: Any) -> None:
     register("famo", FAMO)
     register("dwa", DWA)
     register("rlw", RLW)
+
+
+@hookimpl
+def ant_register_weightings(register: Any) -> None:
     register("minsnr", MinSNR)
     register("p2", P2)
     register("debias", Debias)

@@ -57,8 +57,8 @@ class TabulatedWeighting(TimestepWeighting):
 
     weights: torch.Tensor
 
-    def __init__(self, num_tasks: int = 1) -> None:
-        super().__init__(num_tasks)
+    def __init__(self) -> None:
+        super().__init__()
         self.register_buffer("weights", torch.zeros(0), persistent=False)
 
     def table(self, snr: torch.Tensor, prediction_type: PredictionType) -> torch.Tensor:

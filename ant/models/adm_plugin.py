@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ant.plugins.hookspecs import hookimpl
+from ant.core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ant.models.adm import ADMUNet

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ant.plugins.hookspecs import hookimpl
+from ant.core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ant.models.dit import DiT

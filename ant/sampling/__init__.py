@@ -1,6 +1,6 @@
 """Sampling from trained models: batched, seeded generation and writing images or arrays.
 
-``ant sample`` (:mod:`ant.sampling.commands`) draws from a checkpoint into a PNG grid or one
+``ant sample`` (:mod:`ant.cli.sample`) draws from a checkpoint into a PNG grid or one
 file per sample, sharded over torchrun ranks.
 """
 

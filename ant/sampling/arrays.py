@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ant.atomic import atomic_write
+from ant.core.atomic import atomic_write
 from ant.sampling.files import file_indices, sample_path
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ant.runtime import Launch
+from ant.core.progress import step_progress
+from ant.core.runtime import Launch
 from ant.sampling.arrays import save_arrays
 from ant.sampling.files import sample_path
 from ant.sampling.generate import BatchSampler
 from ant.sampling.images import save_images
 from ant.sampling.labels import class_labels
-from ant.sampling.progress import step_progress
 
 
 def sample_to_folder(

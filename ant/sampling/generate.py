@@ -13,13 +13,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ant.core.errors import AntError
+from ant.core.progress import step_progress
 from ant.diffusion import GaussianDiffusion, classifier_free_guidance, ddim_step, ddpm_step
 from ant.diffusion.samplers import SamplerName
-from ant.errors import AntError
 from ant.sampling.labels import class_labels
 from ant.sampling.model_info import ModelInfo
 from ant.sampling.noise import SampleNoise
-from ant.sampling.progress import step_progress
 from ant.sampling.settings import SampleSettings
 
 SAMPLERS: tuple[SamplerName, ...] = ("ddpm", "ddim")

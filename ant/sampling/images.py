@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ant.atomic import atomic_write
-from ant.errors import AntError
+from ant.core.atomic import atomic_write
+from ant.core.errors import AntError
 from ant.sampling.files import file_indices, sample_path
 
 IMAGE_CHANNELS = (1, 3)

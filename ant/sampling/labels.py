@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ant.errors import AntError
+from ant.core.errors import AntError
 
 
 def check_class_label(class_label: int | None, num_classes: int) -> None:

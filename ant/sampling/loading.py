@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydantic
 from torch import nn
 
+from ant.core.checkpoint import load_checkpoint
+from ant.core.errors import AntError
 from ant.diffusion import GaussianDiffusion
-from ant.errors import AntError
-from ant.recipes import Recipe
-from ant.training.build import build_diffusion, build_model
-from ant.training.checkpoint import load_checkpoint
+from ant.recipe import Recipe
+from ant.recipe.build import build_diffusion, build_model
+from ant.recipe.loader import RawRecipe, apply_overrides, build_recipe
+
+SAMPLING_SECTIONS = ("sample", "eval")
+"""The recipe sections a trained model's ``KEY=VALUE`` overrides may change."""
 
 MAX_DETAIL = 300
 
@@ -29,11 +35,29 @@ class SamplingModel:
     """``EMA`` or ``raw``: which weights of the checkpoint the model holds."""
 
 
-def load_sampling_model(checkpoint: str | Path, *, raw_weights: bool = False) -> SamplingModel:
+def with_overrides(stored: dict[str, object], overrides: Sequence[str]) -> Recipe:
+    """A checkpoint's recipe with ``KEY=VALUE`` overrides of its ``sample`` and ``eval`` sections,
+    through the loader ``ant train`` uses (the same parsing, provenance and one-line errors)."""
+    for item in overrides:
+        section = item.partition("=")[0].strip().split(".")[0]
+        if "=" in item and section not in SAMPLING_SECTIONS:
+            raise AntError(
+                f"override '{item}': a trained model's {section} cannot change; only "
+                f"{' and '.join(f'{name}.*' for name in SAMPLING_SECTIONS)} keys can be set here"
+            )
+    raw = RawRecipe(data=copy.deepcopy(stored))
+    apply_overrides(raw, overrides)
+    return build_recipe(raw)
+
+
+def load_sampling_model(
+    checkpoint: str | Path, *, raw_weights: bool = False, overrides: Sequence[str] = ()
+) -> SamplingModel:
     """Rebuild the model of ``checkpoint`` (a file, or a run directory: its latest checkpoint).
 
     The model gets the EMA weights, or the trained weights with ``raw_weights``, and stays on
-    the CPU. Every problem with the checkpoint raises :class:`AntError`.
+    the CPU; ``overrides`` (``sample.cfg_scale=2``) change the recipe's sample and eval sections.
+    Every problem with the checkpoint raises :class:`AntError`.
     """
     state = load_checkpoint(checkpoint)
     try:
@@ -44,6 +68,8 @@ def load_sampling_model(checkpoint: str | Path, *, raw_weights: bool = False) ->
         raise AntError(
             f"{checkpoint}: its recipe does not fit this ant ({where}: {problem['msg']})"
         ) from None
+    if overrides:
+        recipe = with_overrides(state["recipe"], overrides)
     key, weights = ("model", "raw") if raw_weights else ("ema", "EMA")
     if key not in state:
         raise AntError(f"{checkpoint} has no EMA weights; use --raw-weights")

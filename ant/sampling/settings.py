@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ant.core.errors import AntError
 from ant.diffusion.samplers import SamplerName
-from ant.errors import AntError
-from ant.recipes.schema import SampleConfig
+from ant.recipe.schema import SampleConfig
 from ant.sampling.labels import check_class_label
 from ant.sampling.model_info import ModelInfo
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ant.errors import Diverged
-from ant.training.checkpoint import latest_checkpoint
+from ant.core.checkpoint import latest_checkpoint
+from ant.core.errors import Diverged
 
 REMEDIES = "lower optim.lr, set optim.grad_clip=1.0, or train with train.precision=bf16"
 

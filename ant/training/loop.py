@@ -3,45 +3,131 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ant.clustering import Interval, write_clusters
-from ant.data.loader import ShardLoader, make_loader
-from ant.errors import AntError, Preempted
-from ant.latent.recipe import training_encoder
-from ant.recipes import Recipe, record_recipe
-from ant.training.build import build_train_step
-from ant.training.checkpoint import (
+from ant.clustering import Clustering, Interval, write_clusters
+from ant.core.checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from ant.training.distributed import DistContext, barrier, init_distributed, shutdown
+from ant.core.distributed import DistContext, barrier, init_distributed, shutdown
+from ant.core.errors import AntError, Preempted
+from ant.core.logbook import Logbook, truncate_metrics
+from ant.core.progress import TrainProgress
+from ant.core.rundir import RunLock, clean_leftovers
+from ant.data.loader import ShardLoader, make_loader
+from ant.diffusion import GaussianDiffusion
+from ant.methods import Method, TimestepWeighting
+from ant.recipe import Recipe, record_recipe
+from ant.recipe.build import build_model, build_optimizer, plan_run
+from ant.recipe.latent import training_encoder
+from ant.recipe.preflight import check_data, uses_task_grads
+from ant.training.ema import make_ema
+from ant.training.grouped import GroupedGrads, describe_fallback
 from ant.training.guard import NonFiniteGuard
-from ant.training.logbook import Logbook, truncate_metrics
-from ant.training.preflight import check_data
-from ant.training.progress import TrainProgress
 from ant.training.rng import gather_rng_states, restore_rng_state
-from ant.training.rundir import RunLock, clean_leftovers
 from ant.training.samples import write_sample_grid
 from ant.training.signals import StopFlag, StopVote, stop_on_signals
 from ant.training.step import StepOutput, TrainStep, unwrap
+from ant.training.timesteps import ClusterTable
+
+logger = logging.getLogger(__name__)
 
 
 def default_run_dir(recipe: Recipe) -> Path:
     """``train.run_dir`` if set, else ``runs/<recipe name>``."""
     return Path(recipe.train.run_dir) if recipe.train.run_dir else Path("runs") / recipe.name
+
+
+def _task_grads_mode(recipe: Recipe, model: nn.Module, sampling: str) -> str:
+    """``train.task_grads``, or the fallback when grouped gradients do not cover the model."""
+    mode = recipe.train.task_grads
+    if mode != "grouped":
+        return mode
+    uncovered = GroupedGrads(model).uncovered
+    if not uncovered:
+        return mode
+    fallback = "vmap" if sampling == "stratified" else "backward"
+    logger.warning(describe_fallback(uncovered, fallback))
+    return fallback
+
+
+def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clustering]:
+    """Every part of a training step on ``ctx.device``, and the timestep clustering.
+
+    All ranks build the same initial weights (seeded by ``train.seed``), then reseed per rank so
+    each draws its own timesteps and noise.
+    """
+    device = ctx.device
+    torch.manual_seed(recipe.train.seed)
+    plan = plan_run(recipe, ctx.world_size)
+    if device.type == "cuda" and recipe.train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(recipe.train.seed)
+    model = build_model(recipe).to(device)
+    ema = make_ema(model)
+    method, weighting = plan.method, plan.weighting
+    method.to(device)
+    parts: list[Method | TimestepWeighting] = [method]
+    if weighting is not None:
+        parts.append(weighting.to(device))
+    torch.manual_seed(recipe.train.seed * 1_000_003 + ctx.rank)
+    sampling = plan.checked.sampling
+    task_grads = (
+        _task_grads_mode(recipe, model, sampling)
+        if uses_task_grads(recipe, method)
+        else recipe.train.task_grads
+    )
+    step = TrainStep(
+        model=model,
+        ema=ema,
+        diffusion=plan.diffusion,
+        method=method,
+        clusters=ClusterTable.from_intervals(plan.clustering.intervals, device),
+        optimizer=build_optimizer(recipe, model, parts, device),
+        ema_decay=recipe.train.ema_decay,
+        precision=recipe.train.precision,
+        grad_clip=recipe.optim.grad_clip,
+        sampling=sampling,
+        conditional=recipe.model.num_classes > 0,
+        world_size=ctx.world_size,
+        weighting=weighting,
+        task_grads=task_grads,
+        task_grads_dtype=recipe.train.task_grads_dtype,
+        grad_accum=recipe.train.grad_accum,
+        conflict_every=recipe.train.conflict_every,
+        timestep_range=plan.checked.timestep_range,
+        on_nonfinite=recipe.train.on_nonfinite,
+    )
+    return step, plan.clustering
+
+
+class Evaluation(Protocol):
+    """What ``eval.every`` runs, handed to the loop by ``ant train``: the loop never imports the
+    evaluation package (:class:`ant.evaluation.training.TrainingEvaluation` is the built-in)."""
+
+    def prepare(self, ema: nn.Module, ctx: DistContext) -> None:
+        """Build what evaluating needs before the first step, so a bad eval section fails fast."""
+
+    def __call__(
+        self, ema: nn.Module, diffusion: GaussianDiffusion, step: int, ctx: DistContext, show: bool
+    ) -> dict[str, float]:
+        """Metrics of the EMA model at ``step`` keyed ``eval/<name>``, on every rank."""
+        ...
 
 
 def _record(
@@ -100,34 +186,56 @@ def train(
     resume: bool = False,
     device: str = "auto",
     show: bool = True,
+    on_eval: Evaluation | None = None,
 ) -> Path:
     """Train ``recipe`` in ``run_dir`` (one process, or every rank under torchrun)."""
     ctx = init_distributed(device)
     target = run_dir or default_run_dir(recipe)
     try:
-        fit(recipe, target, ctx, resume=resume, show=show)
+        fit(recipe, target, ctx, resume=resume, show=show, on_eval=on_eval)
     finally:
         shutdown(ctx)
     return target
 
 
 def fit(
-    recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool = False, show: bool = True
+    recipe: Recipe,
+    run_dir: Path,
+    ctx: DistContext,
+    *,
+    resume: bool = False,
+    show: bool = True,
+    on_eval: Evaluation | None = None,
 ) -> TrainStep:
     """Train in ``run_dir`` within an initialised context; returns the trained parts.
 
-    Rank 0 holds the run directory's lock throughout (:mod:`ant.training.rundir`). Raises
-    :class:`~ant.errors.Preempted` after saving when a signal stopped the run, and
-    :class:`~ant.errors.Diverged` when it went non-finite (:mod:`ant.training.guard`).
+    ``on_eval`` runs at every ``eval.every`` steps (required when it is set).
+
+    Rank 0 holds the run directory's lock throughout (:mod:`ant.core.rundir`). Raises
+    :class:`~ant.core.errors.Preempted` after saving when a signal stopped the run, and
+    :class:`~ant.core.errors.Diverged` when it went non-finite (:mod:`ant.training.guard`).
     """
     with RunLock(run_dir) if ctx.is_main else contextlib.nullcontext():
         if ctx.is_main:
             clean_leftovers(run_dir)
-        return _fit(recipe, run_dir, ctx, resume=resume, show=show)
+        return _fit(recipe, run_dir, ctx, resume=resume, show=show, on_eval=on_eval)
 
 
-def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show: bool) -> TrainStep:
+def _fit(
+    recipe: Recipe,
+    run_dir: Path,
+    ctx: DistContext,
+    *,
+    resume: bool,
+    show: bool,
+    on_eval: Evaluation | None,
+) -> TrainStep:
     device = ctx.device
+    if recipe.eval.every and on_eval is None:
+        raise AntError(
+            "eval.every is set but the trainer was given no evaluation: run `ant train`, or "
+            "pass on_eval=TrainingEvaluation(recipe) to fit()"
+        )
     latest = latest_checkpoint(run_dir)
     if latest is not None and not resume:
         raise AntError(
@@ -187,8 +295,8 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
     batches = _batches(loader, start % per_epoch)
 
     eval_every = recipe.eval.every
-    if eval_every:
-        _prepare_evaluation(step, recipe, ctx)
+    if on_eval is not None and eval_every:
+        on_eval.prepare(step.ema, ctx)
     logbook = Logbook(run_dir, start) if ctx.is_main else None
     train = recipe.train
     guard = NonFiniteGuard(train.on_nonfinite, train.nonfinite_patience, step.fp16, device)
@@ -242,8 +350,10 @@ def _fit(recipe: Recipe, run_dir: Path, ctx: DistContext, *, resume: bool, show:
                 _save(step, recipe, intervals, current, run_dir, ctx)
             if grid:
                 _grid(step.ema, recipe, run_dir, f"step-{current:07d}", ctx)
-            if evaluate:
-                _evaluate(step, recipe, current, ctx, logbook, show)
+            if evaluate and on_eval is not None:
+                values = on_eval(step.ema, step.diffusion, current, ctx, show)
+                if logbook is not None:
+                    logbook.log({"step": current, **values})
     if logbook is not None:
         logbook.close()
     if current < total:
@@ -264,34 +374,6 @@ def _weights(step: TrainStep) -> Iterator[torch.Tensor]:
     yield from step.method.parameters()
     if step.weighting is not None:
         yield from step.weighting.parameters()
-
-
-def _prepare_evaluation(step: TrainStep, recipe: Recipe, ctx: DistContext) -> None:
-    """Build the ``eval.every`` evaluator before the first step, so a bad eval section fails fast.
-
-    Imported here: torch-fidelity takes a second and a half to import, which a run without
-    evaluations should not pay.
-    """
-    from ant.evaluation.training import training_evaluator
-    from ant.sampling.model_info import ModelInfo
-
-    training_evaluator(recipe, ctx, ModelInfo.of(step.ema).num_classes)
-
-
-def _evaluate(
-    step: TrainStep,
-    recipe: Recipe,
-    current: int,
-    ctx: DistContext,
-    logbook: Logbook | None,
-    show: bool,
-) -> None:
-    """Evaluate the EMA model on every rank and log ``eval/...`` at ``current`` on rank 0."""
-    from ant.evaluation.training import evaluate_during_training
-
-    values = evaluate_during_training(step.ema, step.diffusion, recipe, current, ctx, show=show)
-    if logbook is not None:
-        logbook.log({"step": current, **values})
 
 
 def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: DistContext) -> None:

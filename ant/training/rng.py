@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ant.training.distributed import DistContext
+from ant.core.distributed import DistContext
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ant.latent.recipe import recipe_vae
-from ant.recipes import Recipe
+from ant.recipe import Recipe
+from ant.recipe.build import build_diffusion
+from ant.recipe.latent import recipe_vae
 from ant.sampling.arrays import save_array
 from ant.sampling.generate import generate
 from ant.sampling.images import IMAGE_CHANNELS, save_grid
-from ant.training.build import build_diffusion
 
 
 def write_sample_grid(ema: nn.Module, recipe: Recipe, path: Path, device: torch.device) -> Path:

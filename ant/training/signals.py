@@ -5,7 +5,7 @@ casts a vote, the flag all-reduced with MAX, and acts on the vote of the previou
 ranks stop after the same step. On a GPU the vote is copied to pinned host memory behind an
 event and read one step later, when it is long done: it costs a one-element all-reduce and no
 wait for the step in flight. The trainer then saves a checkpoint and exits with 143
-(:class:`ant.errors.Preempted`).
+(:class:`ant.core.errors.Preempted`).
 """
 
 from __future__ import annotations

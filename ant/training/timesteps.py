@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from ant.clustering import Interval
-from ant.errors import AntError
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,6 @@ class ClusterTable:
         starts = torch.tensor([s for s, _ in intervals], dtype=torch.long, device=device)
         ends = torch.tensor([e for _, e in intervals], dtype=torch.long, device=device)
         return cls(starts=starts, widths=ends - starts + 1, ends=ends)
-
-
-def check_stratified_batch(local_batch: int, k: int) -> None:
-    """Stratified sampling needs the local batch to split into k equal chunks."""
-    if local_batch % k != 0:
-        raise AntError(
-            f"stratified timestep sampling needs the per-rank batch ({local_batch}) to be "
-            f"divisible by clustering.k ({k}): change train.global_batch_size or clustering.k"
-        )
 
 
 def stratified_timesteps(table: ClusterTable, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

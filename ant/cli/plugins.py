@@ -1,0 +1,67 @@
+"""``ant plugins``: what is installed, of which kind, from which distribution."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ant.core.plugins import KINDS, registry
+
+COMMAND_KIND = "command"
+
+
+def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
+    """One row per registered component (and per plugin command) of ``kind`` or of every kind."""
+    rows: list[dict[str, str]] = []
+    for each in sorted(KINDS):
+        if kind not in (None, each):
+            continue
+        rows.extend(
+            {
+                "kind": each,
+                "name": entry.name,
+                "distribution": entry.distribution,
+                "description": entry.description,
+            }
+            for entry in registry(each)
+        )
+    if kind in (None, COMMAND_KIND):
+        providers: dict[str, str] = getattr(cli, "providers", {})
+        for name in sorted(providers):
+            command = cli.commands[name]
+            rows.append(
+                {
+                    "kind": COMMAND_KIND,
+                    "name": name,
+                    "distribution": providers[name],
+                    "description": command.get_short_help_str(limit=80),
+                }
+            )
+    return rows
+
+
+@click.command("plugins")
+@click.option(
+    "--kind",
+    type=click.Choice(sorted([*KINDS, COMMAND_KIND])),
+    help="Only components of this kind.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def plugins_command(ctx: click.Context, kind: str | None, as_json: bool) -> None:
+    """List installed components: kind, name, providing distribution, description."""
+    root = ctx.find_root().command
+    assert isinstance(root, click.Group)
+    rows = plugin_rows(root, kind)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="ant plugins")
+    for column in ("kind", "name", "distribution", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["distribution"], row["description"])
+    Console().print(table)

@@ -1,0 +1,44 @@
+"""``ant train RECIPE [KEY=VALUE ...]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ant.recipe import load_recipe
+from ant.recipe.loader import OVERRIDE_SETTINGS
+
+
+@click.command("train", context_settings=OVERRIDE_SETTINGS)
+@click.argument("recipe")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Default: runs/<recipe name>.")
+@click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to the run).")
+def train_command(
+    recipe: str,
+    overrides: tuple[str, ...],
+    run_dir: Path | None,
+    resume: bool,
+    device: str,
+    no_progress: bool,
+) -> None:
+    """Train a diffusion model from RECIPE, with KEY=VALUE overrides.
+
+    One process: `ant train RECIPE`. Many: `torchrun --nproc_per_node N -m ant train RECIPE`
+    (multi-node by torchrun's own options). SIGTERM or Ctrl-C saves a checkpoint after the
+    current step; `--resume` continues from it.
+    """
+    from ant.evaluation.training import TrainingEvaluation
+    from ant.training.loop import train
+
+    resolved = load_recipe(recipe, overrides)
+    on_eval = TrainingEvaluation(resolved) if resolved.eval.every else None
+    out = train(
+        resolved, run_dir, resume=resume, device=device, show=not no_progress, on_eval=on_eval
+    )
+    click.echo(f"run directory: {out}")
