@@ -218,3 +218,14 @@ def test_save_images_names_files_by_index(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["sample-000007.png", "sample-000123.png"]
     assert pixels(paths[1]).shape == (4, 4, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in paths]
+
+
+def test_key_value_overrides_equal_their_flags(ckpt: Path, tmp_path: Path) -> None:
+    by_flag, by_key = tmp_path / "flag.png", tmp_path / "key.png"
+    assert sample(ckpt, "--out", by_flag, "--seed", 3, "--cfg-scale", 2).exit_code == 0
+    result = sample(ckpt, "sample.seed=3", "sample.cfg_scale=2", "--out", by_key)
+    assert result.exit_code == 0, result.output
+    assert "cfg 2, seed 3" in result.output
+    assert by_flag.read_bytes() == by_key.read_bytes()
+    refused = sample(ckpt, "diffusion.timesteps=10", "--out", tmp_path / "no.png")
+    assert refused.exit_code == 2 and "cannot change" in refused.output

@@ -11,6 +11,7 @@ from ant.core.errors import AntError
 from ant.core.runtime import DEVICES, Launch
 from ant.diffusion.samplers import SamplerName
 from ant.recipe.latent import recipe_vae
+from ant.recipe.loader import OVERRIDE_SETTINGS
 from ant.sampling.arrays import save_array
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import SAMPLERS, BatchSampler
@@ -26,8 +27,9 @@ def is_folder_target(out: str) -> bool:
     return out.endswith(("/", os.sep)) or Path(out).is_dir()
 
 
-@click.command("sample")
+@click.command("sample", context_settings=OVERRIDE_SETTINGS)
 @click.argument("checkpoint", metavar="CKPT")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option(
     "--out",
     required=True,
@@ -61,6 +63,7 @@ def is_folder_target(out: str) -> bool:
 )
 def sample_command(
     checkpoint: str,
+    overrides: tuple[str, ...],
     out: str,
     num: int | None,
     sampler: SamplerName | None,
@@ -77,13 +80,14 @@ def sample_command(
 ) -> None:
     """Draw samples from CKPT, a checkpoint file or a run directory (its latest checkpoint).
 
-    Defaults come from the sample section of the checkpoint's recipe. A latent model's samples
-    are decoded by the recipe's VAE (vae.name_or_path), except with --npy. A .png --out gets one
-    grid (a .npy file of all samples with --npy); a folder --out gets sample-000000.png, ...,
-    skipping files already there, so an interrupted run resumes. Under torchrun the ranks share
-    a folder's samples; each sample's noise depends only on --seed and its index, so the files
-    are those one process would write. Write -n, not --num, after `torchrun ... -m ant`: torchrun
-    takes --num for an abbreviation of its own --numa-binding.
+    Defaults come from the sample section of the checkpoint's recipe, changed by KEY=VALUE
+    overrides of it (`sample.cfg_scale=1.5`); a flag given too wins over its key. A latent
+    model's samples are decoded by the recipe's VAE (vae.name_or_path), except with --npy. A
+    .png --out gets one grid (a .npy file of all samples with --npy); a folder --out gets
+    sample-000000.png, ..., skipping files already there, so an interrupted run resumes. Under
+    torchrun the ranks share a folder's samples; each sample's noise depends only on --seed and
+    its index, so the files are those one process would write. Write -n, not --num, after
+    `torchrun ... -m ant`: torchrun takes --num for an abbreviation of its own --numa-binding.
     """
     launch = Launch.from_env()
     folder = is_folder_target(out)
@@ -95,7 +99,7 @@ def sample_command(
         )
     if launch.distributed and not folder:
         raise AntError("under torchrun, --out must be a folder ending in / (one file per sample)")
-    loaded = load_sampling_model(checkpoint, raw_weights=raw_weights)
+    loaded = load_sampling_model(checkpoint, raw_weights=raw_weights, overrides=overrides)
     try:
         info = ModelInfo.of(loaded.model)
     except ValueError as exc:
