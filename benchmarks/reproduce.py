@@ -1,6 +1,6 @@
 """Does it reproduce the paper? Variants x seeds of one recipe, evaluated alike, tabulated, plotted.
 
-The same as ``ant reproduce`` (``ant/reproduce/``; docs/results.md): every variant x seed trains
+The same as ``ant reproduce`` (``ant/experiments/``; docs/results.md): every variant x seed trains
 as ``ant train --resume`` in OUT/runs/<variant>-s<seed>, the EMA model is evaluated every
 ``--eval-every`` steps with identical settings, and OUT/results.json, OUT/results.md and
 OUT/curves_fd.png / curves_accuracy.png summarise them. Rerunning skips finished runs and

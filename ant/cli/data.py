@@ -1,4 +1,4 @@
-"""The ``ant data`` command group: ``pack``, ``info`` and ``encode`` (latents, ant.latent)."""
+"""The ``ant data`` command group: ``pack``, ``info`` and ``encode`` (:mod:`ant.data.encode`)."""
 
 from __future__ import annotations
 

@@ -33,11 +33,16 @@ def train_command(
     (multi-node by torchrun's own options). SIGTERM or Ctrl-C saves a checkpoint after the
     current step; `--resume` continues from it.
     """
-    from ant.evaluation.training import TrainingEvaluation
-    from ant.training.loop import train
+    from ant.training.loop import Evaluation, train
 
     resolved = load_recipe(recipe, overrides)
-    on_eval = TrainingEvaluation(resolved) if resolved.eval.every else None
+    on_eval: Evaluation | None = None
+    if resolved.eval.every:
+        # Imported only here: torch-fidelity (and torchvision) take seconds to import, which a
+        # run without evaluations should not pay.
+        from ant.evaluation.training import TrainingEvaluation
+
+        on_eval = TrainingEvaluation(resolved)
     out = train(
         resolved, run_dir, resume=resume, device=device, show=not no_progress, on_eval=on_eval
     )

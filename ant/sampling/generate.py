@@ -26,7 +26,7 @@ SAMPLERS: tuple[SamplerName, ...] = ("ddpm", "ddim")
 
 
 class SampleDecoder(Protocol):
-    """Turns the model's samples into images (latent diffusion: :class:`ant.latent.Vae`)."""
+    """Turns the model's samples into images (latent diffusion: :class:`ant.data.vae.Vae`)."""
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] ``[B, C', H', W']`` from samples ``[B, C, H, W]``."""
