@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 from ant.core.hookspecs import hookimpl
+from ant.core.registry import Lazy
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["Lazy", "__version__", "hookimpl"]

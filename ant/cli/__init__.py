@@ -10,6 +10,10 @@ import click
 from ant import __version__
 from ant.core.atomic import ACCESS_ERRORS, DISK_ERRORS, disk_error
 from ant.core.errors import AntError, one_line
+from ant.core.registry import Lazy
+
+OVERRIDE_SETTINGS = {"ignore_unknown_options": True}
+"""Click settings of a command taking ``KEY=VALUE`` recipe overrides after its arguments."""
 
 
 class UserError(click.ClickException):
@@ -31,7 +35,49 @@ class UserError(click.ClickException):
             click.echo(f"{self.label}: {self.message}", err=True, file=file)
 
 
-class PluginGroup(click.Group):
+class LazyCommand(click.Command):
+    """A command named by ``"module:attribute"``, imported when it runs or prints its own help.
+
+    Listing it (``ant --help``, ``ant plugins``) reads its help from the module's source, so a
+    listing imports no command module, and so no torch.
+    """
+
+    def __init__(self, name: str, target: str) -> None:
+        module, _, attribute = target.partition(":")
+        self.target = Lazy(module, attribute)
+        super().__init__(name, help=self.target.doc())
+
+    def load(self) -> click.Command:
+        """The command itself (importing its module)."""
+        command = self.target.target()
+        if not isinstance(command, click.Command):
+            raise AntError(f"{self.target.module}.{self.target.name} is not a click command")
+        return command
+
+
+class LazyGroup(click.Group):
+    """A group whose :class:`LazyCommand` entries are loaded when used, not when listed."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if isinstance(command, LazyCommand):
+            command = self.commands[cmd_name] = command.load()
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = [
+            (name, self.commands[name])
+            for name in self.list_commands(ctx)
+            if name in self.commands and not self.commands[name].hidden
+        ]
+        if not listed:
+            return
+        width = formatter.width - 6 - max(len(name) for name, _ in listed)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, cmd.get_short_help_str(width)) for name, cmd in listed])
+
+
+class PluginGroup(LazyGroup):
     """A group that adds the plugins' commands on first use and turns AntError into one line."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -7,13 +7,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ant.cli.latent import encode_command
-from ant.data.info import render, summarize, verdict, verify
-from ant.data.pack import DEFAULT_SHARD_SIZE, pack
-from ant.data.shards import resolve_shards
+from ant.cli import LazyCommand, LazyGroup
+from ant.data.meta import DEFAULT_SHARD_SIZE
 
 
-@click.group("data")
+@click.group("data", cls=LazyGroup)
 def data_group() -> None:
     """Pack data sets into WebDataset shards and inspect them."""
 
@@ -44,6 +42,8 @@ def pack_command(
     sub-folders or a flat folder of images), npz:PATH (arrays x and optional y), or a source
     added by a plugin.
     """
+    from ant.data.pack import pack
+
     meta = pack(source, out, image_size=image_size, shard_size=shard_size, overwrite=overwrite)
     height, width, channels = meta.shape
     labels = f"{meta.num_classes} classes" if meta.labelled else "unlabelled"
@@ -61,6 +61,9 @@ def info_command(shards: str, check: bool) -> None:
 
     Prints the sample count, shape, channels, classes and the shard list.
     """
+    from ant.data.info import render, summarize, verdict, verify
+    from ant.data.shards import resolve_shards
+
     shard_set = resolve_shards(shards)
     summary = summarize(shard_set)
     checks = verify(shard_set) if check else None
@@ -69,4 +72,4 @@ def info_command(shards: str, check: bool) -> None:
         click.echo(verdict(summary, checks))
 
 
-data_group.add_command(encode_command)
+data_group.add_command(LazyCommand("encode", "ant.cli.latent:encode_command"))

@@ -8,9 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ant.cli import OVERRIDE_SETTINGS
 from ant.core.runtime import DEVICES
 from ant.diffusion.samplers import SamplerName
-from ant.recipe.loader import OVERRIDE_SETTINGS
 from ant.sampling.generate import SAMPLERS
 
 

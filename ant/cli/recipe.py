@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ant.cli import OVERRIDE_SETTINGS
 from ant.recipe.io import dump_recipe, list_recipes, load_recipe, recipe_description
-from ant.recipe.loader import OVERRIDE_SETTINGS
 
 
 @click.group("recipe")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
+from ant.cli import OVERRIDE_SETTINGS
 from ant.core.errors import AntError
 from ant.core.runtime import DEVICES, Launch
 from ant.diffusion.samplers import SamplerName
 from ant.recipe.latent import recipe_vae
-from ant.recipe.loader import OVERRIDE_SETTINGS
 from ant.sampling.arrays import save_array
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import SAMPLERS, BatchSampler

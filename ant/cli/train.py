@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from ant.cli import OVERRIDE_SETTINGS
 from ant.recipe import load_recipe
-from ant.recipe.loader import OVERRIDE_SETTINGS
 
 
 @click.command("train", context_settings=OVERRIDE_SETTINGS)

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ant.clustering.objectives import (
-    GradientObjective,
-    SNRObjective,
-    TimestepObjective,
-    UniformObjective,
-)
 from ant.core.hookspecs import hookimpl
+from ant.core.registry import Lazy
+
+OBJECTIVES = "ant.clustering.objectives"
 
 
 @hookimpl
 def ant_register_objectives(register: Any) -> None:
-    register("uniform", UniformObjective)
-    register("timestep", TimestepObjective)
-    register("snr", SNRObjective)
-    register("gradient", GradientObjective)
+    register("uniform", Lazy(OBJECTIVES, "UniformObjective"))
+    register("timestep", Lazy(OBJECTIVES, "TimestepObjective"))
+    register("snr", Lazy(OBJECTIVES, "SNRObjective"))
+    register("gradient", Lazy(OBJECTIVES, "GradientObjective"))

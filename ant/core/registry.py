@@ -2,13 +2,72 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ant.core.errors import AntError
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A factory named by module and attribute: imported on first call, then called with
+    ``options`` and the call's keyword arguments.
+
+    Registries hold these so that listing components (``ant plugins``) or starting any command
+    imports no component module, and so no torch, timm or torch-fidelity.
+    """
+
+    module: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def target(self) -> Any:
+        """The named callable (importing its module)."""
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.target()(**{**self.options, **kwargs})
+
+    def doc(self) -> str:
+        """The target's docstring, cleaned, read from its module's source without importing it
+        (imported only when the source does not define the target itself)."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is not None and spec.origin is not None and spec.origin.endswith(".py"):
+            with open(spec.origin, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == self.name:
+                    return ast.get_docstring(node) or ""
+        return inspect.getdoc(self.target()) or ""
+
+    def doc_line(self) -> str:
+        """The first line of :meth:`doc`."""
+        doc = self.doc().strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) for ``package``: each name in ``exports`` is imported
+    from its module (``exports[name]``, relative to the package) on first access, so importing
+    the package itself stays cheap."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return __getattr__
+
+
+def resolve(factory: Callable[..., Any]) -> Any:
+    """The callable behind ``factory``: a :class:`Lazy`'s target, imported; else ``factory``."""
+    return factory.target() if isinstance(factory, Lazy) else factory
 
 
 @dataclass(frozen=True)
@@ -29,7 +88,7 @@ class Entry:
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The keyword options the factory accepts (empty if it takes ``**kwargs`` only)."""
         try:
-            sig = inspect.signature(self.factory)
+            sig = inspect.signature(resolve(self.factory))
         except (TypeError, ValueError):
             return {}
         return {
@@ -41,7 +100,7 @@ class Entry:
     def accepts_any_option(self) -> bool:
         """Whether the factory takes ``**kwargs``."""
         try:
-            sig = inspect.signature(self.factory)
+            sig = inspect.signature(resolve(self.factory))
         except (TypeError, ValueError):
             return True
         return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
@@ -51,6 +110,11 @@ def first_doc_line(obj: object) -> str:
     """The first line of an object's docstring, or an empty string."""
     doc = inspect.getdoc(obj) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def describe(factory: Callable[..., Any]) -> str:
+    """The first docstring line of a factory, without importing a :class:`Lazy` one."""
+    return factory.doc_line() if isinstance(factory, Lazy) else first_doc_line(factory)
 
 
 def closest(name: str, candidates: list[str]) -> str | None:
@@ -104,7 +168,7 @@ class Registry:
             kind=self.kind,
             name=name,
             factory=factory,
-            description=description if description is not None else first_doc_line(factory),
+            description=description if description is not None else describe(factory),
             plugin=plugin,
             distribution=distribution,
         )

@@ -13,6 +13,8 @@ from ant.core.errors import AntError
 META_NAME = "meta.json"
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".tar"
+DEFAULT_SHARD_SIZE = 10_000
+"""Samples per shard unless ``ant data pack --shard-size`` says otherwise."""
 FORMATS = ("png", "npy")
 
 

@@ -9,11 +9,9 @@ import numpy as np
 from ant.core.errors import AntError
 from ant.core.progress import track
 from ant.data.images import encode_png
-from ant.data.meta import DatasetMeta, write_meta
+from ant.data.meta import DEFAULT_SHARD_SIZE, DatasetMeta, write_meta
 from ant.data.sources import IMAGE_CHANNELS, DataSource, open_source
 from ant.data.writer import ShardSink, prepare_output, sample_key
-
-DEFAULT_SHARD_SIZE = 10_000
 
 
 def pack(

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ant.core.hookspecs import hookimpl
-from ant.data.sources import DigitsSource, FolderSource, NpzSource
+from ant.core.registry import Lazy
+
+SOURCES = "ant.data.sources"
 
 
 @hookimpl
 def ant_register_data_sources(register: Any) -> None:
-    register("digits", DigitsSource)
-    register("folder", FolderSource)
-    register("npz", NpzSource)
+    register("digits", Lazy(SOURCES, "DigitsSource"))
+    register("folder", Lazy(SOURCES, "FolderSource"))
+    register("npz", Lazy(SOURCES, "NpzSource"))

@@ -6,25 +6,10 @@ The factories import their modules when a metric is built, so listing plugins or
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from ant.core.hookspecs import hookimpl
-
-
-@dataclass(frozen=True)
-class Lazy:
-    """A factory that imports ``module.name`` on first use and calls it with ``options``."""
-
-    module: str
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, **kwargs: Any) -> Any:
-        factory = getattr(importlib.import_module(self.module), self.name)
-        return factory(**self.options, **kwargs)
-
+from ant.core.registry import Lazy
 
 METRICS = "ant.evaluation.metrics"
 FEATURES = "ant.evaluation.features"

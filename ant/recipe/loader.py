@@ -26,7 +26,6 @@ COMMAND_LINE = "command line"
 
 # Commands that take KEY=VALUE overrides pass anything unrecognised on to them, so that a stray
 # argument gets the one-line override error instead of click's usage text.
-OVERRIDE_SETTINGS = {"ignore_unknown_options": True}
 KeyPath = tuple[str, ...]
 
 

@@ -11,7 +11,7 @@ import pydantic
 
 from ant.core.errors import AntError
 from ant.core.plugins import registry
-from ant.core.registry import Entry, closest
+from ant.core.registry import Entry, closest, resolve
 from ant.recipe.loader import RawRecipe
 from ant.recipe.schema import PluginSection, Recipe
 
@@ -31,7 +31,8 @@ MISPLACED: dict[str, tuple[str, str]] = {
 
 
 def _type_hints(factory: Any) -> dict[str, Any]:
-    target = factory.func if isinstance(factory, functools.partial) else factory
+    target = resolve(factory)
+    target = target.func if isinstance(target, functools.partial) else target
     target = target.__init__ if inspect.isclass(target) else target
     try:
         return typing.get_type_hints(target)
