@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ant.data import make_loader, pack
+from ant.data import make_loader
+from ant.data.pack import pack
 
 
 def parse_args() -> argparse.Namespace:

@@ -12,7 +12,8 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ant.data import make_loader, pack
+from ant.data import make_loader
+from ant.data.pack import pack
 
 WORLD_SIZE = 2
 

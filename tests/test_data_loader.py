@@ -15,8 +15,9 @@ import webdataset as wds
 from PIL import Image
 
 from ant.core.errors import AntError
-from ant.data import UNLABELLED, make_loader, pack, read_meta, write_array_shards
+from ant.data import UNLABELLED, make_loader, read_meta, write_array_shards
 from ant.data.info import summarize
+from ant.data.pack import pack
 from ant.data.shards import iter_shard, resolve_shards
 from ant.data.sources import open_source
 

@@ -24,9 +24,10 @@ from ant.core.distributed import DistContext
 from ant.core.errors import AntError
 from ant.core.logbook import read_metrics
 from ant.data import encode as encode_module
-from ant.data import make_loader, pack, read_meta
+from ant.data import make_loader, read_meta
 from ant.data.encode import STATE_NAME, encode_shards
 from ant.data.loader import ShardLoader
+from ant.data.pack import pack
 from ant.data.vae import Vae, VaeSpec, keyed_noise
 from ant.evaluation.report import EvalReport
 from ant.recipe import load_recipe

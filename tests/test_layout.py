@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import subprocess
 import sys
 
@@ -119,3 +121,15 @@ def test_lazy_reads_the_docstring_without_importing_and_builds_on_call() -> None
     assert (
         Lazy("ant.methods", "LossMethod").doc_line() == inspect.getdoc(LossMethod).splitlines()[0]
     )
+
+
+@pytest.mark.parametrize("package", ["ant.data", "ant.diffusion", "ant.methods", "ant.clustering"])
+def test_every_lazy_export_resolves_and_none_is_shadowed_by_a_sub_module(package: str) -> None:
+    module = importlib.import_module(package)
+    sub_modules = {info.name for info in pkgutil.iter_modules(module.__path__)}
+    assert not set(module.__all__) & sub_modules
+    for name in module.__all__:
+        value = getattr(module, name)
+        assert not inspect.ismodule(value), f"{package}.{name}"
+    with pytest.raises(AttributeError):
+        _ = module.no_such_name

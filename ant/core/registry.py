@@ -55,7 +55,8 @@ class Lazy:
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` (PEP 562) for ``package``: each name in ``exports`` is imported
     from its module (``exports[name]``, relative to the package) on first access, so importing
-    the package itself stays cheap."""
+    the package itself stays cheap. A name may not be that of a sub-module: importing the
+    sub-module would replace it."""
 
     def __getattr__(name: str) -> Any:
         if name not in exports:

@@ -1,7 +1,8 @@
 """Data: sources, packing into WebDataset shards, and the sharded DDP loader.
 
 The names below are imported from their modules on first access, so importing this package (as
-plugin registration does) imports no torch.
+plugin registration does) imports no torch. ``pack`` is imported from :mod:`ant.data.pack`: a lazy
+name cannot share its name with a sub-module.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from ant.data.decode import UNLABELLED
     from ant.data.loader import ShardLoader, Skipped, make_loader
     from ant.data.meta import DatasetMeta, read_meta
-    from ant.data.pack import pack
     from ant.data.sources import DataSource, open_source, parse_source_spec
     from ant.data.writer import write_array_shards
 
@@ -25,7 +25,6 @@ _EXPORTS = {
     "make_loader": "loader",
     "DatasetMeta": "meta",
     "read_meta": "meta",
-    "pack": "pack",
     "DataSource": "sources",
     "open_source": "sources",
     "parse_source_spec": "sources",
@@ -39,7 +38,6 @@ __all__ = [
     "Skipped",
     "make_loader",
     "open_source",
-    "pack",
     "parse_source_spec",
     "read_meta",
     "write_array_shards",
