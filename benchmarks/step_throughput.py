@@ -31,8 +31,8 @@ import time
 
 import torch
 
-from ant.core.distributed import DistContext, pick_device
 from ant.core.plugins import registry
+from ant.core.runtime import Runtime, pick_device
 from ant.recipe import load_recipe
 from ant.training.loop import build_train_step
 from ant.training.step import TrainStep
@@ -89,7 +89,7 @@ def method_overrides(spec: str) -> list[str]:
     return overrides
 
 
-def build(args: argparse.Namespace, method: str, ctx: DistContext) -> TrainStep:
+def build(args: argparse.Namespace, method: str, ctx: Runtime) -> TrainStep:
     """A training step for ``method`` with the benchmark's model and batch."""
     recipe = load_recipe(
         "digits_dit",
@@ -137,7 +137,7 @@ def run(step: TrainStep, batch: tuple[torch.Tensor, torch.Tensor], n: int) -> fl
     return time.perf_counter() - start
 
 
-def peak_memory(args: argparse.Namespace, method: str, ctx: DistContext) -> float:
+def peak_memory(args: argparse.Namespace, method: str, ctx: Runtime) -> float:
     """Peak memory (GiB) of a few steps of ``method``.
 
     On a GPU: the allocator's peak. On the CPU, where torch keeps no such statistic: the peak
@@ -187,8 +187,8 @@ def split_methods(spec: str) -> list[str]:
 def main(default_methods: str = "vanilla,uw") -> None:
     """Measure and print the table."""
     args = parse_args(default_methods)
-    device = pick_device(args.device, 0)
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    device = pick_device(args.device)
+    ctx = Runtime(device=device)
     if args.memory_of:
         run(build(args, args.memory_of, ctx), make_batch(args, device), 3)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)

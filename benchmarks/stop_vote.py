@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from step_throughput import build, make_batch, parse_args, synchronize
 from torch.nn.parallel import DistributedDataParallel
 
-from ant.core.distributed import DistContext
+from ant.core.runtime import Runtime
 from ant.training.signals import StopFlag, StopVote
 from ant.training.step import TrainStep
 
@@ -54,7 +54,7 @@ def _worker(rank: int, port: int, args: argparse.Namespace) -> None:
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or RANKS) // RANKS))
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=RANKS)
-    ctx = DistContext(rank=rank, world_size=RANKS, local_rank=rank, device=device)
+    ctx = Runtime(rank=rank, world_size=RANKS, local_rank=rank, device=device)
     step = build(args, "vanilla", ctx)
     step.model = DistributedDataParallel(step.model, device_ids=[rank] if cuda else None)
     args.batch //= RANKS

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from click.testing import CliRunner
 
 from ant.cli import cli
 from ant.clustering import CLUSTERS_FILE
-from ant.core.distributed import DistContext
+from ant.core.runtime import Runtime
 from ant.recipe import load_recipe
 from ant.training.loop import fit
 
@@ -108,7 +107,7 @@ def test_training_run_writes_clusters_json(tmp_path: Path, digits_shards: Path) 
             "sample.sampler=ddim",
         ],
     )
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    ctx = Runtime()
     fit(recipe, tmp_path / "run", ctx, show=False)
     record = json.loads((tmp_path / "run" / CLUSTERS_FILE).read_text())
     assert record == {

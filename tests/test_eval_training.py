@@ -13,9 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ant.core.checkpoint import load_checkpoint
-from ant.core.distributed import DistContext
 from ant.core.errors import AntError
 from ant.core.logbook import read_metrics
+from ant.core.runtime import Runtime
 from ant.evaluation import evaluate_during_training
 from ant.evaluation.training import TrainingEvaluation
 from ant.recipe import Recipe, load_recipe
@@ -24,7 +24,7 @@ from ant.training.loop import fit
 
 from .eval_helpers import make_run, use_session_cache
 
-CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU = Runtime()
 KEYS = {"eval/fd", "eval/accuracy", "eval/coverage", "eval/class_entropy", "eval/seconds"}
 
 
@@ -75,7 +75,7 @@ def _worker(rank: int, port: int, run: str, cache: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"))
+        ctx = Runtime(rank=rank, world_size=2, local_rank=rank)
         model, recipe = ema_model(Path(run))
         values = evaluate_during_training(model, build_diffusion(recipe), recipe, 1, ctx)
         Path(out, f"rank{rank}.json").write_text(json.dumps(values))

@@ -33,10 +33,10 @@ from click.testing import CliRunner
 from ant.cli import cli
 from ant.core import atomic
 from ant.core import checkpoint as ckpt
-from ant.core.distributed import DistContext
 from ant.core.errors import AntError
 from ant.core.logbook import METRICS_FILE, Logbook, read_metrics
 from ant.core.rundir import LOCK_FILE
+from ant.core.runtime import Runtime
 from ant.data.writer import write_array_shards
 from ant.recipe import load_recipe
 from ant.training.guard import NonFiniteGuard
@@ -47,7 +47,7 @@ from .helpers import REPO, assert_one_line_error, run_ant
 from .test_training import RECIPE
 
 TRIALS = int(os.environ.get("ANT_FAULT_TRIALS", "2"))
-CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU = Runtime()
 
 
 def recipe_file(tmp_path: Path, shards: Path) -> Path:

@@ -20,9 +20,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from ant.cli import cli
-from ant.core.distributed import DistContext
 from ant.core.errors import AntError
 from ant.core.logbook import read_metrics
+from ant.core.runtime import Runtime
 from ant.data import encode as encode_module
 from ant.data import make_loader, read_meta
 from ant.data.encode import STATE_NAME, encode_shards
@@ -39,7 +39,7 @@ from .helpers import REPO, assert_one_line_error, run_ant
 
 diffusers = pytest.importorskip("diffusers")
 
-CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU = Runtime()
 COUNT = 120
 SHARD_SIZE = 40
 

@@ -10,14 +10,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ant.core.distributed import DistContext
 from ant.core.plugins import registry
+from ant.core.runtime import Runtime
 from ant.methods import GradientMethod
 from ant.recipe import Recipe, load_recipe
 from ant.training.loop import build_train_step, fit
 from ant.training.step import TrainStep
 
-CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU_CTX = Runtime()
 
 RECIPE = """
 model: {{name: DiT-Micro/2, input_size: 8, in_channels: 1, num_classes: 10, class_dropout: 0.0}}
@@ -127,7 +127,7 @@ def _ddp_worker(rank: int, port: int, recipes: dict[str, dict[str, object]], out
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"))
+        ctx = Runtime(rank=rank, world_size=2, local_rank=rank)
         for method, recipe in recipes.items():
             step, _ = build_train_step(Recipe.model_validate(recipe), ctx)
             step.model = torch.nn.parallel.DistributedDataParallel(step.model)

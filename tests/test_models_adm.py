@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 import ant.models.adm_plugin
 from ant.core import checkpoint as ckpt
-from ant.core.distributed import DistContext
 from ant.core.errors import AntError
 from ant.core.logbook import read_metrics
 from ant.core.plugins import AntPluginManager, collect
+from ant.core.runtime import Runtime
 from ant.diffusion.guidance import classifier_free_guidance
 from ant.models.adm import ADMUNet
 from ant.models.adm_plugin import ADM_CONFIGS
@@ -33,7 +33,7 @@ from ant.training.task_grads import (
     unfused_attention,
 )
 
-CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU_CTX = Runtime()
 
 # Published sizes of the reference configurations, checked to the precision they are given at.
 # (name, options, published count, tolerance, source)

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from ant.cli import cli
-from ant.core.distributed import DistContext
+from ant.core.runtime import Runtime
 from ant.evaluation.plot import read_series
 from ant.recipe import load_recipe
 from ant.training.loop import fit
@@ -32,7 +32,7 @@ sample: {{num: 4, steps: 2}}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, digits_shards: Path) -> list[Path]:
     root = tmp_path_factory.mktemp("plot")
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    ctx = Runtime()
     made = []
     for seed, method in ((0, "vanilla"), (1, "uw")):
         path = root / f"{method}.yaml"
@@ -97,7 +97,7 @@ def test_conflict_figure_of_a_run_with_the_gradient_monitor(
     path = tmp_path / "uw.yaml"
     path.write_text(RECIPE.format(shards=digits_shards, method="uw", seed=0))
     recipe = load_recipe(str(path), ["train.conflict_every=2", "train.log_every=3"])
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    ctx = Runtime()
     run = tmp_path / "run"
     fit(recipe, run, ctx, show=False)
     series = read_series(run, "conflict")

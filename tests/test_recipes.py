@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from ant.cli import cli
 from ant.core.checkpoint import load_checkpoint
-from ant.core.distributed import DistContext
 from ant.core.errors import AntError
+from ant.core.runtime import Runtime
 from ant.data.writer import write_array_shards
 from ant.recipe import (
     Recipe,
@@ -28,7 +28,7 @@ from ant.training.loop import fit
 
 from .helpers import REPO, assert_one_line_error, run_ant
 
-CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU = Runtime()
 
 
 def write(path: Path, text: str) -> Path:

@@ -16,16 +16,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ant.core import checkpoint as ckpt
-from ant.core.distributed import DistContext
 from ant.core.errors import AntError
 from ant.core.logbook import read_metrics
+from ant.core.runtime import Runtime
 from ant.data.writer import write_array_shards
 from ant.recipe import Recipe, load_recipe
 from ant.training.loop import fit, train
 
 from .helpers import REPO, assert_one_line_error, run_ant
 
-CPU_CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU_CTX = Runtime()
 
 RECIPE = """
 model: {{name: DiT-Micro/2, input_size: 8, in_channels: 1, num_classes: 10}}
@@ -199,7 +199,7 @@ def _ddp_worker(rank: int, port: int, recipe_dump: dict[str, object], run: str, 
     )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"))
+    ctx = Runtime(rank=rank, world_size=2, local_rank=rank)
     step = fit(Recipe.model_validate(recipe_dump), Path(run), ctx, show=False)
     flat = torch.cat([p.detach().reshape(-1) for p in step.ema.parameters()])
     flat = torch.cat([flat, *[p.detach().reshape(-1) for p in step.method.parameters()]])
@@ -249,7 +249,7 @@ def test_bad_torchrun_variables_are_one_line(tmp_path: Path, digits_shards: Path
     path.write_text(RECIPE.format(shards=digits_shards))
     for env, fragment in (
         ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK 2 is not in 0..WORLD_SIZE-1 (2)"),
-        ({"WORLD_SIZE": "two"}, "must be integers"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
     ):
         result = run_ant("train", str(path), "--run-dir", str(tmp_path / "r"), env=env)
         assert result.returncode == 2, result.stderr

@@ -9,7 +9,7 @@ import click
 
 from ant.cli import OVERRIDE_SETTINGS
 from ant.core.errors import AntError
-from ant.core.runtime import DEVICES, Launch
+from ant.core.runtime import DEVICES, Runtime
 from ant.diffusion.samplers import SamplerName
 from ant.recipe.latent import recipe_vae
 from ant.sampling.arrays import save_array
@@ -89,7 +89,7 @@ def sample_command(
     its index, so the files are those one process would write. Write -n, not --num, after
     `torchrun ... -m ant`: torchrun takes --num for an abbreviation of its own --numa-binding.
     """
-    launch = Launch.from_env()
+    runtime = Runtime.from_env(device_choice)
     folder = is_folder_target(out)
     suffix = ".npy" if npy else ".png"
     if not folder and Path(out).suffix.lower() != suffix:
@@ -97,14 +97,14 @@ def sample_command(
             f"--out {out}: give a {suffix} file (one grid) or a folder ending in / "
             "(one file per sample)"
         )
-    if launch.distributed and not folder:
+    if runtime.distributed and not folder:
         raise AntError("under torchrun, --out must be a folder ending in / (one file per sample)")
     loaded = load_sampling_model(checkpoint, raw_weights=raw_weights, overrides=overrides)
     try:
         info = ModelInfo.of(loaded.model)
     except ValueError as exc:
         raise AntError(f"model '{loaded.recipe.model.name}' cannot be sampled: {exc}") from None
-    device = launch.device(device_choice)
+    device = runtime.device
     decoder = None if npy else recipe_vae(loaded.recipe, device)
     if not npy:
         check_image_channels(info.channels if decoder is None else decoder.out_channels)
@@ -137,12 +137,12 @@ def sample_command(
             seed=settings.seed,
             batch_size=settings.batch_size,
             class_label=settings.class_label,
-            launch=launch,
+            runtime=runtime,
             npy=npy,
-            progress=launch.rank == 0,
+            progress=runtime.rank == 0,
         )
-        written, skipped = launch.sum_over_ranks([written, skipped])
-        if launch.rank == 0:
+        written, skipped = runtime.sum_over_ranks([written, skipped])
+        if runtime.rank == 0:
             click.echo(f"wrote {written} samples to {out} ({skipped} already there; {about})")
         return
     samples = draw.sample_many(

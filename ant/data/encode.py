@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import webdataset as wds
 
 from ant.core.atomic import atomic_write
 from ant.core.errors import AntError
 from ant.core.progress import progress_bar
-from ant.core.runtime import Launch
+from ant.core.runtime import Runtime
 from ant.data.decode import UNLABELLED, decode_sample
 from ant.data.meta import META_NAME, SHARD_PREFIX, DatasetMeta, read_meta, shard_name, write_meta
 from ant.data.shards import ShardError, ShardSet, describe_exception, iter_shard, resolve_shards
@@ -60,11 +59,6 @@ class EncodeSettings:
     flip: bool
     dtype: str
     precision: str
-
-
-def _barrier(launch: Launch) -> None:
-    if launch.distributed:
-        dist.barrier()
 
 
 def _source(spec: str) -> tuple[ShardSet, DatasetMeta]:
@@ -254,10 +248,10 @@ def encode_shards(
         raise AntError(f"--batch-size must be at least 1, got {batch_size}")
     if dtype not in DTYPES:
         raise AntError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
-    launch = Launch.from_env()
+    runtime = Runtime.from_env(device)
     shard_set, source = _source(shards)
     height, width, _ = source.shape
-    vae = Vae.load(vae_spec, launch.device(device))
+    vae = Vae.load(vae_spec, runtime.device)
     if height % vae.factor or width % vae.factor:
         raise AntError(
             f"the images in {shards} are {height}x{width}, not divisible by the VAE's "
@@ -267,23 +261,23 @@ def encode_shards(
     settings = _settings(shards, vae, posterior, seed, flip, dtype)
     out = Path(out)
     counts = shard_set.expected_counts()
-    with launch.gloo_group():
+    with runtime.process_group("gloo"):
         plan = _plan_output(out, settings, overwrite)
-        _barrier(launch)
-        if launch.rank == 0:
+        runtime.barrier()
+        if runtime.rank == 0:
             _prepare_output(out, settings, plan)
-        _barrier(launch)
+        runtime.barrier()
         mine = [
             i
-            for i in launch.shard(range(len(shard_set.urls)))
+            for i in runtime.shard(range(len(shard_set.urls)))
             if not (out / shard_name(i)).is_file()
         ]
         total = sum(counts[i] or 0 for i in mine)
         description = "encoding" + (
-            f" (rank {launch.rank} of {launch.world_size})" if launch.distributed else ""
+            f" (rank {runtime.rank} of {runtime.world_size})" if runtime.distributed else ""
         )
         encoder = _Encoder(vae, settings)
-        bar = progress_bar(enabled=progress and launch.rank == 0)
+        bar = progress_bar(enabled=progress and runtime.rank == 0)
         with bar:
             task = bar.add_task(description, total=total)
             for i in mine:
@@ -295,8 +289,8 @@ def encode_shards(
                     batch_size,
                     lambda n: bar.advance(task, n),
                 )
-        _barrier(launch)
-    if launch.rank != 0:
+        runtime.barrier()
+    if runtime.rank != 0:
         return None
     return _finish(out, shard_set, source, settings, vae)
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from ant.core.checkpoint import CHECKPOINT_DIR
 from ant.core.errors import AntError
-from ant.core.runtime import Launch
+from ant.core.runtime import Runtime
 from ant.diffusion.samplers import SamplerName
 from ant.evaluation.cache import file_digest, write_json
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
@@ -233,11 +233,11 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
     start = time.perf_counter()
     if not options.specific:
         raise AntError("give at least one --specific CKPT@a:b")
-    launch = Launch.from_env()
+    runtime = Runtime.from_env(options.device)
     shared_path = resolve_checkpoint(options.shared)
     shared = load_sampling_model(shared_path)
     info = ModelInfo.of(shared.model)
-    device = launch.device(options.device)
+    device = runtime.device
     decoder = recipe_vae(shared.recipe, device)
     check_images(info, decoder)
     specifics = [_load_specific(value, shared) for value in options.specific]
@@ -256,7 +256,7 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
     )
     extractor = options.feature_extractor or recipe.eval.feature_extractor
     evaluator = None
-    if launch.rank == 0:
+    if runtime.rank == 0:
         evaluator = Evaluator(
             metrics=["fd"],
             feature_extractor=extractor,
@@ -296,7 +296,7 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
             request,
             num=settings.num,
             batch_size=settings.batch_size,
-            launch=launch,
+            runtime=runtime,
             progress=options.progress,
         )
     if evaluator is None:

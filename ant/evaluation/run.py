@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ant.core.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from ant.core.errors import AntError
-from ant.core.runtime import Launch
+from ant.core.runtime import Runtime
 from ant.diffusion.samplers import SamplerName
 from ant.evaluation.cache import file_digest
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
@@ -114,7 +114,7 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
     and returns the report (written to ``out``), the other ranks return ``None``.
     """
     start = time.perf_counter()
-    launch = Launch.from_env()
+    runtime = Runtime.from_env(options.device)
     path = resolve_checkpoint(options.checkpoint)
     loaded = load_sampling_model(path, raw_weights=options.raw_weights, overrides=options.overrides)
     recipe = loaded.recipe
@@ -122,7 +122,7 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
         info = ModelInfo.of(loaded.model)
     except ValueError as exc:
         raise AntError(f"model '{recipe.model.name}' cannot be sampled: {exc}") from None
-    device = launch.device(options.device)
+    device = runtime.device
     decoder = recipe_vae(recipe, device)
     check_images(info, decoder)
     section = recipe.eval
@@ -143,7 +143,7 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
     recipe_weights = (section.weights,) if section.weights else ()
     weights_values = options.weights or (recipe_weights if not options.feature_extractor else ())
     evaluator = None
-    if launch.rank == 0:
+    if runtime.rank == 0:
         evaluator = Evaluator(
             metrics=list(options.metrics or section.metrics),
             feature_extractor=extractor,
@@ -176,7 +176,7 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
         request,
         num=settings.num,
         batch_size=settings.batch_size,
-        launch=launch,
+        runtime=runtime,
         progress=options.progress,
     )
     sampled = time.perf_counter() - sampled

@@ -20,7 +20,7 @@ import torch
 
 from ant.core.atomic import atomic_write
 from ant.core.errors import AntError
-from ant.core.runtime import Launch
+from ant.core.runtime import Runtime
 from ant.evaluation.cache import write_json
 from ant.evaluation.images import ImageSet, png_images, to_channels
 from ant.sampling.files import sample_path
@@ -70,7 +70,7 @@ def draw_to_folder(
     *,
     num: int,
     batch_size: int,
-    launch: Launch,
+    runtime: Runtime,
     progress: bool = False,
 ) -> tuple[int, int]:
     """Draw samples 0..num-1 into ``folder`` (this rank's share), skipping those already there.
@@ -80,7 +80,7 @@ def draw_to_folder(
     """
     _check_manifest(folder, request)
     labels = class_labels(range(num), request.num_classes)
-    if launch.rank == 0:
+    if runtime.rank == 0:
         write_json(
             folder / MANIFEST_NAME,
             {
@@ -96,10 +96,10 @@ def draw_to_folder(
         seed=request.seed,
         batch_size=batch_size,
         class_label=None,
-        launch=launch,
-        progress=progress and launch.rank == 0,
+        runtime=runtime,
+        progress=progress and runtime.rank == 0,
     )
-    total_written, total_skipped = launch.sum_over_ranks([written, skipped])
+    total_written, total_skipped = runtime.sum_over_ranks([written, skipped])
     return total_written, total_skipped
 
 

@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ant.core.distributed import DistContext, barrier
 from ant.core.progress import step_progress
+from ant.core.runtime import Runtime
 from ant.diffusion import GaussianDiffusion
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
 from ant.evaluation.images import float_to_uint8, tensor_images
@@ -44,7 +44,7 @@ Part = tuple[list[int], Features | None, torch.Tensor | None]
 _EVALUATORS: dict[tuple[object, ...], Evaluator] = {}
 
 
-def training_evaluator(recipe: Recipe, ctx: DistContext, num_classes: int) -> Evaluator:
+def training_evaluator(recipe: Recipe, ctx: Runtime, num_classes: int) -> Evaluator:
     """The evaluator of ``recipe``'s eval section on this rank, built once per process.
 
     Call it at the start of training to fail fast (missing weights, a bad reference); rank 0
@@ -77,7 +77,7 @@ def training_evaluator(recipe: Recipe, ctx: DistContext, num_classes: int) -> Ev
 
         if ctx.is_main:
             _EVALUATORS[key] = build()
-        barrier(ctx)
+        ctx.barrier()
         if not ctx.is_main:
             _EVALUATORS[key] = build()
     return _EVALUATORS[key]
@@ -87,7 +87,7 @@ def _draw(
     ema: nn.Module,
     diffusion: GaussianDiffusion,
     recipe: Recipe,
-    ctx: DistContext,
+    ctx: Runtime,
     description: str,
     show: bool,
 ) -> tuple[list[int], torch.Tensor, torch.Tensor | None]:
@@ -124,7 +124,7 @@ def evaluate_during_training(
     diffusion: GaussianDiffusion,
     recipe: Recipe,
     step: int,
-    ctx: DistContext,
+    ctx: Runtime,
     *,
     show: bool = False,
 ) -> dict[str, float]:
@@ -196,10 +196,10 @@ class TrainingEvaluation:
 
     recipe: Recipe
 
-    def prepare(self, ema: nn.Module, ctx: DistContext) -> None:
+    def prepare(self, ema: nn.Module, ctx: Runtime) -> None:
         training_evaluator(self.recipe, ctx, ModelInfo.of(ema).num_classes)
 
     def __call__(
-        self, ema: nn.Module, diffusion: GaussianDiffusion, step: int, ctx: DistContext, show: bool
+        self, ema: nn.Module, diffusion: GaussianDiffusion, step: int, ctx: Runtime, show: bool
     ) -> dict[str, float]:
         return evaluate_during_training(ema, diffusion, self.recipe, step, ctx, show=show)

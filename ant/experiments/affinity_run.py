@@ -24,7 +24,7 @@ from ant.core.atomic import atomic_write
 from ant.core.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from ant.core.errors import AntError
 from ant.core.progress import progress_bar
-from ant.core.runtime import Launch
+from ant.core.runtime import Runtime
 from ant.data.loader import make_loader
 from ant.experiments.affinity import (
     CountSketch,
@@ -167,7 +167,7 @@ def compute_affinity(
     check_settings(settings)
     started = time.perf_counter()
     paths = [resolve_checkpoint(path) for path in settings.checkpoints]
-    device = Launch().device(settings.device)
+    device = Runtime.from_env(settings.device).device
     first = load_sampling_model(paths[0], raw_weights=settings.raw_weights)
     timesteps = first.diffusion.num_timesteps
     try:

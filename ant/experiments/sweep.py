@@ -170,11 +170,11 @@ def repair_evals(run: PlannedRun, device: str) -> list[int]:
     if not steps:
         return []
     from ant.core.checkpoint import checkpoint_path
-    from ant.core.distributed import DistContext, pick_device
+    from ant.core.runtime import Runtime, pick_device
     from ant.evaluation.training import evaluate_during_training
     from ant.sampling.loading import load_sampling_model
 
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=pick_device(device, 0))
+    ctx = Runtime(device=pick_device(device))
     added = []
     for step in steps:
         loaded = load_sampling_model(checkpoint_path(run.directory, step))

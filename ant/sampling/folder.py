@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ant.core.progress import step_progress
-from ant.core.runtime import Launch
+from ant.core.runtime import Runtime
 from ant.sampling.arrays import save_arrays
 from ant.sampling.files import sample_path
 from ant.sampling.generate import BatchSampler
@@ -21,25 +21,25 @@ def sample_to_folder(
     seed: int,
     batch_size: int,
     class_label: int | None,
-    launch: Launch,
+    runtime: Runtime,
     npy: bool = False,
     progress: bool = False,
 ) -> tuple[int, int]:
     """Write samples 0..num-1 of ``seed`` as ``FOLDER/sample-NNNNNN.png`` (``.npy`` with ``npy``).
 
-    This rank draws its share of the indices (:meth:`Launch.shard`), skipping samples whose
+    This rank draws its share of the indices (:meth:`Runtime.shard`), skipping samples whose
     file exists, so an interrupted run resumes; every file is written as soon as its batch is
     done. Labels cycle through the classes by index unless ``class_label`` is given. Returns
     (written, skipped) for this rank.
     """
     suffix, save = (".npy", save_arrays) if npy else (".png", save_images)
-    mine = launch.shard(range(num))
+    mine = runtime.shard(range(num))
     todo = [i for i in mine if not sample_path(folder, i, suffix).exists()]
     folder.mkdir(parents=True, exist_ok=True)
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     description = (
-        f"sampling (rank {launch.rank} of {launch.world_size})"
-        if launch.distributed
+        f"sampling (rank {runtime.rank} of {runtime.world_size})"
+        if runtime.distributed
         else "sampling"
     )
     with step_progress(len(batches) * draw.num_steps, description, progress) as advance:

@@ -23,11 +23,11 @@ from ant.core.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ant.core.distributed import DistContext, barrier, init_distributed, shutdown
 from ant.core.errors import AntError, Preempted
 from ant.core.logbook import Logbook, truncate_metrics
 from ant.core.progress import TrainProgress
 from ant.core.rundir import RunLock, clean_leftovers
+from ant.core.runtime import TRAINING_TIMEOUT, Runtime
 from ant.data.loader import ShardLoader, make_loader
 from ant.diffusion import GaussianDiffusion
 from ant.methods import Method, TimestepWeighting
@@ -65,7 +65,7 @@ def _task_grads_mode(recipe: Recipe, model: nn.Module, sampling: str) -> str:
     return fallback
 
 
-def build_train_step(recipe: Recipe, ctx: DistContext) -> tuple[TrainStep, Clustering]:
+def build_train_step(recipe: Recipe, ctx: Runtime) -> tuple[TrainStep, Clustering]:
     """Every part of a training step on ``ctx.device``, and the timestep clustering.
 
     All ranks build the same initial weights (seeded by ``train.seed``), then reseed per rank so
@@ -120,11 +120,11 @@ class Evaluation(Protocol):
     """What ``eval.every`` runs, handed to the loop by ``ant train``: the loop never imports the
     evaluation package (:class:`ant.evaluation.training.TrainingEvaluation` is the built-in)."""
 
-    def prepare(self, ema: nn.Module, ctx: DistContext) -> None:
+    def prepare(self, ema: nn.Module, ctx: Runtime) -> None:
         """Build what evaluating needs before the first step, so a bad eval section fails fast."""
 
     def __call__(
-        self, ema: nn.Module, diffusion: GaussianDiffusion, step: int, ctx: DistContext, show: bool
+        self, ema: nn.Module, diffusion: GaussianDiffusion, step: int, ctx: Runtime, show: bool
     ) -> dict[str, float]:
         """Metrics of the EMA model at ``step`` keyed ``eval/<name>``, on every rank."""
         ...
@@ -134,7 +134,7 @@ def _record(
     step: int,
     out: StepOutput,
     optimizer: torch.optim.Optimizer,
-    ctx: DistContext,
+    ctx: Runtime,
     samples_per_s: float,
 ) -> dict[str, Any]:
     values = torch.cat(
@@ -189,19 +189,17 @@ def train(
     on_eval: Evaluation | None = None,
 ) -> Path:
     """Train ``recipe`` in ``run_dir`` (one process, or every rank under torchrun)."""
-    ctx = init_distributed(device)
+    ctx = Runtime.from_env(device)
     target = run_dir or default_run_dir(recipe)
-    try:
+    with ctx.process_group(timeout=TRAINING_TIMEOUT):
         fit(recipe, target, ctx, resume=resume, show=show, on_eval=on_eval)
-    finally:
-        shutdown(ctx)
     return target
 
 
 def fit(
     recipe: Recipe,
     run_dir: Path,
-    ctx: DistContext,
+    ctx: Runtime,
     *,
     resume: bool = False,
     show: bool = True,
@@ -224,7 +222,7 @@ def fit(
 def _fit(
     recipe: Recipe,
     run_dir: Path,
-    ctx: DistContext,
+    ctx: Runtime,
     *,
     resume: bool,
     show: bool,
@@ -274,7 +272,7 @@ def _fit(
             schedule=recipe.diffusion.schedule,
         )
         truncate_metrics(run_dir, start)
-    barrier(ctx)
+    ctx.barrier()
 
     loader = make_loader(
         recipe.data.shards or "",
@@ -376,10 +374,10 @@ def _weights(step: TrainStep) -> Iterator[torch.Tensor]:
         yield from step.weighting.parameters()
 
 
-def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: DistContext) -> None:
+def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: Runtime) -> None:
     if ctx.is_main:
         write_sample_grid(ema, recipe, run_dir / "samples" / f"{name}.png", ctx.device)
-    barrier(ctx)
+    ctx.barrier()
 
 
 def _save(
@@ -388,7 +386,7 @@ def _save(
     intervals: list[tuple[int, int]],
     current: int,
     run_dir: Path,
-    ctx: DistContext,
+    ctx: Runtime,
 ) -> None:
     rng = gather_rng_states(ctx)
     if ctx.is_main:
@@ -406,7 +404,7 @@ def _save(
             "rng": rng,
         }
         save_checkpoint(state, checkpoint_path(run_dir, current))
-    barrier(ctx)
+    ctx.barrier()
 
 
 def _check_clusters(state: dict[str, Any], intervals: list[Interval], path: Path) -> None:
@@ -422,7 +420,7 @@ def _check_clusters(state: dict[str, Any], intervals: list[Interval], path: Path
         )
 
 
-def _restore(state: dict[str, Any], step: TrainStep, ctx: DistContext, path: Path) -> int:
+def _restore(state: dict[str, Any], step: TrainStep, ctx: Runtime, path: Path) -> int:
     try:
         step.model.load_state_dict(state["model"])
         step.ema.load_state_dict(state["ema"])

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ant.core.distributed import DistContext
+from ant.core.runtime import Runtime
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -18,7 +18,7 @@ def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
-def gather_rng_states(ctx: DistContext) -> list[dict[str, torch.Tensor]]:
+def gather_rng_states(ctx: Runtime) -> list[dict[str, torch.Tensor]]:
     """The RNG states of all ranks, in rank order (a collective under DDP)."""
     mine = rng_state(ctx.device)
     if not ctx.distributed:
@@ -28,7 +28,7 @@ def gather_rng_states(ctx: DistContext) -> list[dict[str, torch.Tensor]]:
     return [dict(s) for s in gathered]
 
 
-def restore_rng_state(states: list[dict[str, torch.Tensor]] | None, ctx: DistContext) -> None:
+def restore_rng_state(states: list[dict[str, torch.Tensor]] | None, ctx: Runtime) -> None:
     """Restore this rank's RNG states, if the checkpoint has them for this world size."""
     if not states or len(states) != ctx.world_size:
         return
