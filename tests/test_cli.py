@@ -33,3 +33,21 @@ def test_unknown_command_exits_2() -> None:
     result = run_ant("trian")
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+def test_shared_flags_stand_for_recipe_keys_that_exist() -> None:
+    from typing import get_args
+
+    from ant.cli.options import FLAG_KEYS, SAMPLERS, flag_overrides
+    from ant.recipe.schema import Recipe, SampleConfig
+
+    assert get_args(SampleConfig.model_fields["sampler"].annotation) == SAMPLERS
+    for key in FLAG_KEYS.values():
+        section, field = key.split(".")
+        assert field in type(getattr(Recipe(), section)).model_fields, key
+    given = {"cfg_scale": 1.5, "clip_x0": False, "steps": None, "metrics": ["fd", "kid"]}
+    assert flag_overrides(given) == [
+        "sample.cfg_scale=1.5",
+        "sample.clip_x0=false",
+        'eval.metrics=["fd", "kid"]',
+    ]

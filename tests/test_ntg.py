@@ -110,8 +110,8 @@ def test_analyze_ntg_end_to_end(
             str(specific),
             "-n",
             "30",
-            "--steps",
-            "4",
+            "sample.steps=4",
+            "eval.batch_size=16",
             "--out",
             str(out),
             "--no-progress",
@@ -121,6 +121,7 @@ def test_analyze_ntg_end_to_end(
     assert "negative transfer" in result.output
     report = json.loads((out / "ntg.json").read_text())
     assert report["metric"] == "fd"
+    assert report["sampling"]["steps"] == 4
     shared_fd = report["shared"]["fd"]
     rows = report["intervals"]
     assert [row["interval"] for row in rows] == [[0, 49], [50, 99]]

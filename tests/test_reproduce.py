@@ -590,3 +590,19 @@ def test_a_signal_stops_the_sweep_after_the_running_trainer(
     assert result.output.count(": starting") == 1
     assert "stopped at step 0; rerun the same command to resume" in result.output
     assert "interrupted" in result.output
+
+
+def test_key_value_arguments_override_every_run_as_set_does(
+    tiny_recipe: Path, tmp_path: Path
+) -> None:
+    common = ["--recipe", str(tiny_recipe), "--variants", "vanilla,uw-timestep", "--seeds", "0"]
+    common += ["--steps", "6", "--out", str(tmp_path / "out"), "--dry-run"]
+    positional = invoke(*common, "optim.lr=0.0005", "model.name=DiT-Micro/4")
+    spelled = invoke(*common, "--set", "optim.lr=0.0005", "--set", "model.name=DiT-Micro/4")
+    assert positional.exit_code == 0, positional.output
+    assert positional.output == spelled.output
+    commands = [line for line in positional.output.splitlines() if " train " in line]
+    assert len(commands) == 2
+    assert all("optim.lr=0.0005" in line and "DiT-Micro/4" in line for line in commands)
+    bad = CliRunner().invoke(cli, ["reproduce", *common, "optim.lr=fast"])
+    assert bad.exit_code == 2 and "optim.lr" in bad.output

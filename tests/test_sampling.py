@@ -169,8 +169,8 @@ def test_folder_output_resumes_and_matches_torchrun(ckpt: Path, tmp_path: Path) 
     ("args", "fragments"),
     [
         (["--class", "10"], ["class 10", "10 classes"]),
-        (["--num", "0"], ["--num"]),
-        (["--steps", "101"], ["--steps", "2..100"]),
+        (["--num", "0"], ["sample.num", "greater than or equal to 1"]),
+        (["--steps", "1"], ["sample.steps", "greater than or equal to 2"]),
         (["--out", "grid.jpg"], ["grid.jpg", ".png"]),
     ],
 )

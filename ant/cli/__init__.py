@@ -12,9 +12,6 @@ from ant.core.atomic import ACCESS_ERRORS, DISK_ERRORS, disk_error
 from ant.core.errors import AntError, one_line
 from ant.core.registry import Lazy
 
-OVERRIDE_SETTINGS = {"ignore_unknown_options": True}
-"""Click settings of a command taking ``KEY=VALUE`` recipe overrides after its arguments."""
-
 
 class UserError(click.ClickException):
     """An :class:`AntError` on its way out of click: one line on stderr and the error's exit code

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ant.cli import OVERRIDE_SETTINGS
-from ant.core.runtime import DEVICES
-from ant.diffusion.samplers import SamplerName
-from ant.sampling.generate import SAMPLERS
+from ant.cli.options import (
+    OVERRIDE_SETTINGS,
+    device_option,
+    eval_flags,
+    flag_overrides,
+    no_progress_option,
+    sample_flags,
+)
 
 
-def parse_metrics(value: str | None) -> tuple[str, ...] | None:
-    """``fid,isc`` -> ("fid", "isc"); ``None`` stays ``None``."""
+def parse_metrics(value: str | None) -> list[str] | None:
+    """``fid,isc`` -> ["fid", "isc"]; ``None`` stays ``None``."""
     if value is None:
         return None
-    return tuple(name.strip() for name in value.split(",") if name.strip())
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def metrics_table(title: str, values: dict[str, float]) -> Table:
@@ -34,12 +39,7 @@ def metrics_table(title: str, values: dict[str, float]) -> Table:
 @click.command("eval", context_settings=OVERRIDE_SETTINGS)
 @click.argument("checkpoint", metavar="CKPT")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option(
-    "--ref",
-    help="Shards, an image folder, an ADM .npz batch or reference statistics. "
-    "[recipe: eval.ref, else data.shards]",
-)
-@click.option("--num-samples", "-n", type=int, help="[recipe: eval.num_samples]")
+@eval_flags
 @click.option("--metrics", help="Comma-separated, e.g. fid,isc,kid,prc. [recipe: eval.metrics]")
 @click.option(
     "--feature-extractor",
@@ -51,15 +51,7 @@ def metrics_table(title: str, values: dict[str, float]) -> Table:
     help="Extractor weights file, or NAME=PATH (e.g. vgg16=...) for another extractor; "
     "repeatable. [recipe: eval.weights, else the torch hub cache]",
 )
-@click.option("--sampler", type=click.Choice(SAMPLERS), help="[recipe: sample.sampler]")
-@click.option("--steps", type=int, help="Sampler steps, respaced. [recipe: sample.steps]")
-@click.option("--eta", type=float, help="DDIM stochasticity. [recipe: sample.eta]")
-@click.option("--cfg-scale", type=float, help="Guidance, 1 = off. [recipe: sample.cfg_scale]")
-@click.option("--seed", type=int, help="[recipe: sample.seed]")
-@click.option("--clip-x0/--no-clip-x0", default=None, help="[recipe: sample.clip_x0]")
-@click.option(
-    "--batch-size", type=int, help="Samples and images per forward pass. [recipe: eval.batch_size]"
-)
+@sample_flags
 @click.option(
     "--samples-dir",
     type=click.Path(path_type=Path),
@@ -76,31 +68,21 @@ def metrics_table(title: str, values: dict[str, float]) -> Table:
     help="Also export the samples as an ADM-style .npz (arr_0 uint8 NHWC) for the TF evaluator.",
 )
 @click.option("--raw-weights", is_flag=True, help="Use the trained weights, not the EMA ones.")
-@click.option(
-    "--device", "device_choice", type=click.Choice(DEVICES), default="auto", show_default=True
-)
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@device_option
+@no_progress_option
 def eval_command(
     checkpoint: str,
     overrides: tuple[str, ...],
-    ref: str | None,
-    num_samples: int | None,
     metrics: str | None,
     feature_extractor: str | None,
     weights: tuple[str, ...],
-    sampler: SamplerName | None,
-    steps: int | None,
-    eta: float | None,
-    cfg_scale: float | None,
-    seed: int | None,
-    clip_x0: bool | None,
-    batch_size: int | None,
     samples_dir: Path | None,
     out: Path | None,
     npz: Path | None,
     raw_weights: bool,
     device_choice: str,
     no_progress: bool,
+    **flags: Any,
 ) -> None:
     """Sample CKPT (a checkpoint, a run directory or RUN/checkpoints/latest.pt) and measure it.
 
@@ -118,25 +100,15 @@ def eval_command(
     report = evaluate_checkpoint(
         EvalOptions(
             checkpoint=checkpoint,
-            ref=ref,
-            num_samples=num_samples,
-            metrics=parse_metrics(metrics),
             feature_extractor=feature_extractor,
             weights=weights,
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
-            cfg_scale=cfg_scale,
-            seed=seed,
-            clip_x0=clip_x0,
-            batch_size=batch_size,
             samples_dir=samples_dir,
             out=out,
             npz=npz,
             raw_weights=raw_weights,
             device=device_choice,
             progress=not no_progress,
-            overrides=overrides,
+            overrides=(*overrides, *flag_overrides({**flags, "metrics": parse_metrics(metrics)})),
         )
     )
     if report is None:

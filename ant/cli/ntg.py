@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ant.core.runtime import DEVICES
-from ant.diffusion.samplers import SamplerName
-from ant.sampling.generate import SAMPLERS
+from ant.cli.options import (
+    OVERRIDE_SETTINGS,
+    device_option,
+    eval_flags,
+    flag_overrides,
+    no_progress_option,
+    sample_flags,
+)
 
 
-@click.command("ntg")
+@click.command("ntg", context_settings=OVERRIDE_SETTINGS)
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--shared", required=True, metavar="CKPT", help="The model trained on all timesteps.")
 @click.option(
     "--specific",
@@ -23,50 +30,38 @@ from ant.sampling.generate import SAMPLERS
     help="A model trained on timesteps a..b (inclusive, 0-indexed); repeatable. Without @a:b "
     "its recipe's train.timestep_range is used.",
 )
-@click.option("--ref", help="Reference data. [shared recipe: eval.ref, else data.shards]")
-@click.option("--num-samples", "-n", type=int, help="[shared recipe: eval.num_samples]")
+@eval_flags
 @click.option(
     "--feature-extractor", help="inception or classifier:SHARDS. [recipe: eval.feature_extractor]"
 )
 @click.option("--weights", multiple=True, help="Extractor weights file (see `ant eval --help`).")
-@click.option("--sampler", type=click.Choice(SAMPLERS), help="[recipe: sample.sampler]")
-@click.option("--steps", type=int, help="[recipe: sample.steps]")
-@click.option("--eta", type=float, help="[recipe: sample.eta]")
-@click.option("--cfg-scale", type=float, help="[recipe: sample.cfg_scale]")
-@click.option("--seed", type=int, help="[recipe: sample.seed]")
-@click.option("--batch-size", type=int, help="[recipe: eval.batch_size]")
+@sample_flags
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for samples, ntg.json and ntg.png. [default: RUN/ntg/<ckpt>-<settings>]",
 )
-@click.option(
-    "--device", "device_choice", type=click.Choice(DEVICES), default="auto", show_default=True
-)
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@device_option
+@no_progress_option
 def ntg_command(
+    overrides: tuple[str, ...],
     shared: str,
     specific: tuple[str, ...],
-    ref: str | None,
-    num_samples: int | None,
     feature_extractor: str | None,
     weights: tuple[str, ...],
-    sampler: SamplerName | None,
-    steps: int | None,
-    eta: float | None,
-    cfg_scale: float | None,
-    seed: int | None,
-    batch_size: int | None,
     out: Path | None,
     device_choice: str,
     no_progress: bool,
+    **flags: Any,
 ) -> None:
     """Negative transfer gap of each interval: NTG(I) = P(composed) - P(shared).
 
     The composed denoiser runs the interval-specific model on timesteps a..b and the shared
     model elsewhere; P is FID (FD with a non-Inception extractor), lower is better, so NTG < 0
     means negative transfer: the specific model did better on its interval. All sample sets
-    use the same seed; they are kept in OUT/samples/ and resume when interrupted.
+    use the same seed; they are kept in OUT/samples/ and resume when interrupted. Settings come
+    from the shared model's recipe (sample and eval sections), changed by KEY=VALUE overrides
+    (`sample.steps=50 eval.num_samples=2000`); a flag given too wins over its key.
     """
     from ant.evaluation.ntg import NTGOptions, run_ntg
 
@@ -74,17 +69,10 @@ def ntg_command(
         NTGOptions(
             shared=shared,
             specific=specific,
-            ref=ref,
-            num_samples=num_samples,
             feature_extractor=feature_extractor,
             weights=weights,
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
-            cfg_scale=cfg_scale,
-            seed=seed,
-            batch_size=batch_size,
             out=out,
+            overrides=(*overrides, *flag_overrides(flags)),
             device=device_choice,
             progress=not no_progress,
         )

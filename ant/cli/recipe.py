@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ant.cli import OVERRIDE_SETTINGS
+from ant.cli.options import OVERRIDE_SETTINGS
 from ant.recipe.io import dump_recipe, list_recipes, load_recipe, recipe_description
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ant.cli.options import OVERRIDE_SETTINGS
 from ant.core.errors import AntError, Preempted
 from ant.experiments.variants import PRESETS
 
@@ -38,7 +39,8 @@ def default_eval_every(steps: int) -> int:
     return steps // 10 if steps >= 10 and steps % 10 == 0 else steps
 
 
-@click.command("reproduce")
+@click.command("reproduce", context_settings=OVERRIDE_SETTINGS)
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option(
     "--recipe",
     default="digits_dit",
@@ -70,7 +72,13 @@ def default_eval_every(steps: int) -> int:
     type=click.Path(path_type=Path),
     help="Task-affinity matrix (`ant analyze affinity`) for gradient-objective variants.",
 )
-@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Override for all runs.")
+@click.option(
+    "--set",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="The same as a KEY=VALUE argument (the older spelling).",
+)
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True
 )
@@ -104,6 +112,7 @@ def default_eval_every(steps: int) -> int:
 @click.option("--dry-run", is_flag=True, help="Print the plan and the commands; no training.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (lines with ETA remain).")
 def reproduce_command(
+    overrides: tuple[str, ...],
     recipe: str,
     variants_spec: str,
     seeds: str,
@@ -140,6 +149,7 @@ def reproduce_command(
     (logs in OUT/logs/): rerunning the command skips finished runs and resumes interrupted
     ones. The default preset paper-digits is vanilla, minsnr (Min-SNR-5), uw x {timestep, snr,
     gradient}, pcgrad-timestep and nashmtl-timestep, k = 5; uw-gradient needs --affinity.
+    KEY=VALUE arguments override the base recipe of every run (`model.name=DiT-T/4`).
     """
     from ant.experiments.plan import EvalSettings, SweepConfig, check_consistent, make_plan
     from ant.experiments.report import Flattening, describe_plan, write_report
@@ -147,6 +157,7 @@ def reproduce_command(
     from ant.experiments.variants import parse_variants
     from ant.recipe import load_recipe
 
+    extra = (*extra, *overrides)
     for name, value in (("--eval-samples", eval_samples), ("--sampler-steps", sampler_steps)):
         if value < 1:
             raise AntError(f"{name} must be at least 1, got {value}")

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ant.cli import OVERRIDE_SETTINGS
+from ant.cli.options import (
+    OVERRIDE_SETTINGS,
+    SAMPLE_KEYS,
+    device_option,
+    flag_overrides,
+    sample_flags,
+)
 from ant.core.errors import AntError
-from ant.core.runtime import DEVICES, Runtime
-from ant.diffusion.samplers import SamplerName
+from ant.core.runtime import Runtime
 from ant.recipe.latent import recipe_vae
 from ant.sampling.arrays import save_array
 from ant.sampling.folder import sample_to_folder
-from ant.sampling.generate import SAMPLERS, BatchSampler
+from ant.sampling.generate import BatchSampler
 from ant.sampling.images import check_image_channels, save_grid
 from ant.sampling.labels import class_labels
 from ant.sampling.loading import load_sampling_model
@@ -38,26 +44,13 @@ def is_folder_target(out: str) -> bool:
 @click.option(
     "--num", "-n", type=int, help="Number of samples (-n under torchrun). [recipe: sample.num]"
 )
-@click.option("--sampler", type=click.Choice(SAMPLERS), help="[recipe: sample.sampler]")
-@click.option("--steps", type=int, help="Sampler steps, respaced. [recipe: sample.steps]")
-@click.option("--eta", type=float, help="DDIM stochasticity. [recipe: sample.eta]")
-@click.option(
-    "--cfg-scale", type=float, help="Classifier-free guidance, 1 = off. [recipe: sample.cfg_scale]"
-)
+@sample_flags
 @click.option(
     "--class", "class_label", type=int, help="Draw only this class. [default: cycle classes]"
 )
-@click.option("--seed", type=int, help="[recipe: sample.seed]")
 @click.option("--batch-size", type=int, help="Samples per forward pass. [default: 64]")
-@click.option(
-    "--clip-x0/--no-clip-x0",
-    default=None,
-    help="Clip predicted x0 to [-1, 1]. [recipe: sample.clip_x0]",
-)
 @click.option("--raw-weights", is_flag=True, help="Use the trained weights, not the EMA ones.")
-@click.option(
-    "--device", "device_choice", type=click.Choice(DEVICES), default="auto", show_default=True
-)
+@device_option
 @click.option(
     "--npy", is_flag=True, help="Save raw float32 .npy arrays (latents stay undecoded), no PNG."
 )
@@ -65,18 +58,12 @@ def sample_command(
     checkpoint: str,
     overrides: tuple[str, ...],
     out: str,
-    num: int | None,
-    sampler: SamplerName | None,
-    steps: int | None,
-    eta: float | None,
-    cfg_scale: float | None,
     class_label: int | None,
-    seed: int | None,
     batch_size: int | None,
-    clip_x0: bool | None,
     raw_weights: bool,
     device_choice: str,
     npy: bool,
+    **flags: Any,
 ) -> None:
     """Draw samples from CKPT, a checkpoint file or a run directory (its latest checkpoint).
 
@@ -99,7 +86,10 @@ def sample_command(
         )
     if runtime.distributed and not folder:
         raise AntError("under torchrun, --out must be a folder ending in / (one file per sample)")
-    loaded = load_sampling_model(checkpoint, raw_weights=raw_weights, overrides=overrides)
+    keys = {**SAMPLE_KEYS, "num": "sample.num"}
+    loaded = load_sampling_model(
+        checkpoint, raw_weights=raw_weights, overrides=[*overrides, *flag_overrides(flags, keys)]
+    )
     try:
         info = ModelInfo.of(loaded.model)
     except ValueError as exc:
@@ -112,15 +102,8 @@ def sample_command(
         loaded.recipe.sample,
         timesteps=loaded.diffusion.num_timesteps,
         info=info,
-        num=num,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        cfg_scale=cfg_scale,
-        seed=seed,
         batch_size=batch_size,
         class_label=class_label,
-        clip_x0=clip_x0,
     )
     draw = BatchSampler.from_settings(
         loaded.model.to(device), loaded.diffusion, settings, device, decoder

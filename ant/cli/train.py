@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ant.cli import OVERRIDE_SETTINGS
+from ant.cli.options import OVERRIDE_SETTINGS
 from ant.recipe import load_recipe
 
 

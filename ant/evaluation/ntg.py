@@ -29,7 +29,6 @@ from torch import nn
 from ant.core.checkpoint import CHECKPOINT_DIR
 from ant.core.errors import AntError
 from ant.core.runtime import Runtime
-from ant.diffusion.samplers import SamplerName
 from ant.evaluation.cache import file_digest, write_json
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
 from ant.evaluation.plot import plot_ntg
@@ -160,23 +159,18 @@ def negative_transfer_gaps(
 
 @dataclass(frozen=True)
 class NTGOptions:
-    """The options of ``ant analyze ntg``; ``None`` takes the shared recipe's value."""
+    """The options of ``ant analyze ntg`` that are not recipe keys; ``None`` takes the shared
+    recipe's value. The sample and eval settings come from that recipe and ``overrides``."""
 
     shared: str
     specific: tuple[str, ...]
-    ref: str | None = None
-    num_samples: int | None = None
     feature_extractor: str | None = None
     weights: tuple[str, ...] = ()
-    sampler: SamplerName | None = None
-    steps: int | None = None
-    eta: float | None = None
-    cfg_scale: float | None = None
-    seed: int | None = None
-    batch_size: int | None = None
     out: Path | None = None
     device: str = "auto"
     progress: bool = True
+    overrides: tuple[str, ...] = ()
+    """``KEY=VALUE`` on the shared checkpoint recipe's ``sample`` and ``eval`` sections."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +229,7 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
         raise AntError("give at least one --specific CKPT@a:b")
     runtime = Runtime.from_env(options.device)
     shared_path = resolve_checkpoint(options.shared)
-    shared = load_sampling_model(shared_path)
+    shared = load_sampling_model(shared_path, overrides=options.overrides)
     info = ModelInfo.of(shared.model)
     device = runtime.device
     decoder = recipe_vae(shared.recipe, device)
@@ -246,13 +240,8 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
         recipe.sample,
         timesteps=shared.diffusion.num_timesteps,
         info=info,
-        num=recipe.eval.num_samples if options.num_samples is None else options.num_samples,
-        sampler=options.sampler,
-        steps=options.steps,
-        eta=options.eta,
-        cfg_scale=options.cfg_scale,
-        seed=options.seed,
-        batch_size=recipe.eval.batch_size if options.batch_size is None else options.batch_size,
+        num=recipe.eval.num_samples,
+        batch_size=recipe.eval.batch_size,
     )
     extractor = options.feature_extractor or recipe.eval.feature_extractor
     evaluator = None
@@ -260,7 +249,7 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
         evaluator = Evaluator(
             metrics=["fd"],
             feature_extractor=extractor,
-            reference=options.ref or default_reference(recipe),
+            reference=default_reference(recipe),
             weights=parse_weights(options.weights, split_spec(extractor)[0]),
             num_classes=info.num_classes,
             device=device,

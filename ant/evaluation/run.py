@@ -10,7 +10,6 @@ from pathlib import Path
 from ant.core.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from ant.core.errors import AntError
 from ant.core.runtime import Runtime
-from ant.diffusion.samplers import SamplerName
 from ant.evaluation.cache import file_digest
 from ant.evaluation.evaluator import Evaluator, parse_weights, split_spec
 from ant.evaluation.report import EvalReport, SamplingInfo
@@ -35,21 +34,12 @@ IMAGE_CHANNELS = (1, 3)
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """The options of ``ant eval``; ``None`` takes the checkpoint recipe's value."""
+    """The options of ``ant eval`` that are not recipe keys; ``None`` takes the checkpoint
+    recipe's value. The sample and eval settings come from the recipe and its ``overrides``."""
 
     checkpoint: str
-    ref: str | None = None
-    num_samples: int | None = None
-    metrics: tuple[str, ...] | None = None
     feature_extractor: str | None = None
     weights: tuple[str, ...] = ()
-    sampler: SamplerName | None = None
-    steps: int | None = None
-    eta: float | None = None
-    cfg_scale: float | None = None
-    seed: int | None = None
-    clip_x0: bool | None = None
-    batch_size: int | None = None
     samples_dir: Path | None = None
     out: Path | None = None
     npz: Path | None = None
@@ -130,14 +120,8 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
         recipe.sample,
         timesteps=loaded.diffusion.num_timesteps,
         info=info,
-        num=section.num_samples if options.num_samples is None else options.num_samples,
-        sampler=options.sampler,
-        steps=options.steps,
-        eta=options.eta,
-        cfg_scale=options.cfg_scale,
-        seed=options.seed,
-        batch_size=section.batch_size if options.batch_size is None else options.batch_size,
-        clip_x0=options.clip_x0,
+        num=section.num_samples,
+        batch_size=section.batch_size,
     )
     extractor = options.feature_extractor or section.feature_extractor
     recipe_weights = (section.weights,) if section.weights else ()
@@ -145,9 +129,9 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
     evaluator = None
     if runtime.rank == 0:
         evaluator = Evaluator(
-            metrics=list(options.metrics or section.metrics),
+            metrics=list(section.metrics),
             feature_extractor=extractor,
-            reference=options.ref or default_reference(recipe),
+            reference=default_reference(recipe),
             weights=parse_weights(weights_values, split_spec(extractor)[0]),
             num_classes=info.num_classes,
             device=device,
