@@ -12,9 +12,10 @@ from PIL import Image
 from torch import nn
 
 from ant.cli import cli
+from ant.clustering.intervals import Interval
 from ant.core.errors import AntError
 from ant.diffusion import GaussianDiffusion
-from ant.evaluation.ntg import Interval, TimestepRouter, negative_transfer_gaps, parse_specific
+from ant.evaluation.ntg import TimestepRouter, negative_transfer_gaps, parse_specific
 from ant.sampling.generate import BatchSampler
 
 from .eval_helpers import make_run, use_session_cache
@@ -24,9 +25,11 @@ class Recorder(nn.Module):
     """Predicts ``marker`` everywhere and records the timesteps and labels it was called with."""
 
     in_channels = 1
+    out_channels = 1
     input_size = 4
     num_classes = 3
     null_label = 3
+    learn_sigma = False
 
     def __init__(self, marker: float) -> None:
         super().__init__()

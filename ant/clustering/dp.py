@@ -115,6 +115,6 @@ def solve_partition(
     start = 0
     for j in range(k, 0, -1):
         end = int(choice[j, start])
-        intervals.append((start, end))
+        intervals.append(Interval(start, end))
         start = end + 1
     return Partition(intervals=intervals, cost=float(best[k, 0]))

@@ -2,7 +2,46 @@
 
 from __future__ import annotations
 
-Interval = tuple[int, int]
+from typing import Any, NamedTuple
+
+from ant.core.errors import AntError
+
+
+class Interval(NamedTuple):
+    """Timesteps ``low..high``, both included, 0-indexed: one cluster of denoising tasks (the
+    paper's interval ``I``), a ``train.timestep_range`` or an NTG interval.
+
+    A tuple, so ``(0, 199) == Interval(0, 199)``, it unpacks as ``low, high`` and it is written
+    to JSON and checkpoints as ``[low, high]``.
+    """
+
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return f"[{self.low}, {self.high}]"
+
+    @property
+    def name(self) -> str:
+        """``200-399``: for folder names."""
+        return f"{self.low}-{self.high}"
+
+    @property
+    def width(self) -> int:
+        """The number of timesteps in the interval."""
+        return self.high - self.low + 1
+
+    def mask(self, t: Any) -> Any:
+        """Which of the timesteps ``t`` (an array or tensor) lie in the interval."""
+        return (t >= self.low) & (t <= self.high)
+
+    def check(self, timesteps: int, where: str) -> None:
+        """Raise :class:`AntError` unless ``0 <= low <= high < timesteps``."""
+        if not 0 <= self.low <= self.high < timesteps:
+            raise AntError(
+                f"{where}: interval {self} must satisfy 0 <= a <= b < {timesteps} "
+                "(the diffusion's timesteps)"
+            )
 
 
 def equal_intervals(num_timesteps: int, k: int) -> list[Interval]:
@@ -18,7 +57,7 @@ def equal_intervals(num_timesteps: int, k: int) -> list[Interval]:
     start = 0
     for i in range(k):
         width = base + (1 if i < extra else 0)
-        intervals.append((start, start + width - 1))
+        intervals.append(Interval(start, start + width - 1))
         start += width
     return intervals
 

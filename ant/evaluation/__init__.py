@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ant.evaluation.evaluator import EvalResult, Evaluator
     from ant.evaluation.features import FeatureExtractor
     from ant.evaluation.metrics import Metric, MetricInput
-    from ant.evaluation.ntg import Interval, TimestepRouter, negative_transfer_gaps
+    from ant.evaluation.ntg import TimestepRouter, negative_transfer_gaps
     from ant.evaluation.run import EvalOptions, evaluate_checkpoint
     from ant.evaluation.training import evaluate_during_training, training_evaluator
 
@@ -28,7 +28,6 @@ _EXPORTS = {
     "EvalResult": "ant.evaluation.evaluator",
     "Evaluator": "ant.evaluation.evaluator",
     "FeatureExtractor": "ant.evaluation.features",
-    "Interval": "ant.evaluation.ntg",
     "Metric": "ant.evaluation.metrics",
     "MetricInput": "ant.evaluation.metrics",
     "TimestepRouter": "ant.evaluation.ntg",
@@ -43,7 +42,6 @@ __all__ = [
     "EvalResult",
     "Evaluator",
     "FeatureExtractor",
-    "Interval",
     "Metric",
     "MetricInput",
     "TimestepRouter",

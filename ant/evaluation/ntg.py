@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ant.clustering.intervals import Interval
 from ant.core.checkpoint import CHECKPOINT_DIR
 from ant.core.errors import AntError
 from ant.core.runtime import Runtime
@@ -48,34 +49,6 @@ from ant.sampling.settings import SampleSettings, resolve_settings
 _INTERVAL = re.compile(r"^(\d+):(\d+)$")
 
 
-@dataclass(frozen=True)
-class Interval:
-    """Timesteps ``low..high``, both included (0-indexed, as ``train.timestep_range``)."""
-
-    low: int
-    high: int
-
-    def __str__(self) -> str:
-        return f"[{self.low}, {self.high}]"
-
-    @property
-    def name(self) -> str:
-        """``200-399``: for folder names."""
-        return f"{self.low}-{self.high}"
-
-    def mask(self, t: torch.Tensor) -> torch.Tensor:
-        """Which of the timesteps ``t`` lie in the interval."""
-        return (t >= self.low) & (t <= self.high)
-
-    def check(self, timesteps: int, where: str) -> None:
-        """Raise :class:`AntError` unless ``0 <= low <= high < timesteps``."""
-        if not 0 <= self.low <= self.high < timesteps:
-            raise AntError(
-                f"{where}: interval {self} must satisfy 0 <= a <= b < {timesteps} "
-                "(the diffusion's timesteps)"
-            )
-
-
 def parse_specific(value: str) -> tuple[str, Interval | None]:
     """``CKPT@a:b`` -> (CKPT, [a, b]); a bare ``CKPT`` -> (CKPT, None)."""
     path, sep, span = value.rpartition("@")
@@ -93,8 +66,8 @@ class TimestepRouter(nn.Module):
     ``experts`` are (interval, model) pairs with disjoint intervals; samples whose timestep lies
     in no interval go to ``shared``. A batch may mix timesteps: each model gets the samples of
     its timesteps (selected by masks) and the outputs are put back in batch order. The router
-    carries the shared model's ``in_channels``, ``input_size``, ``num_classes`` and
-    ``null_label``, so samplers treat it like that model.
+    carries the shared model's :class:`~ant.models.denoiser.Denoiser` attributes, so samplers
+    treat it like that model.
     """
 
     def __init__(self, shared: nn.Module, experts: Sequence[tuple[Interval, nn.Module]]) -> None:
@@ -106,8 +79,14 @@ class TimestepRouter(nn.Module):
         self.shared = shared
         self.intervals = [interval for interval, _ in experts]
         self.experts = nn.ModuleList(model for _, model in experts)
-        for name in ("in_channels", "input_size", "num_classes", "null_label"):
+        for name in ("in_channels", "out_channels", "input_size", "num_classes", "learn_sigma"):
             setattr(self, name, getattr(shared, name, None))
+        self._null_label: int | None = getattr(shared, "null_label", None)
+
+    @property
+    def null_label(self) -> int | None:
+        """The shared model's null label."""
+        return self._null_label
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None

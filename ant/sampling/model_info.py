@@ -6,14 +6,16 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ant.models.denoiser import Denoiser, missing_members
+
 
 @dataclass(frozen=True)
 class ModelInfo:
     """The sample shape and class conditioning of a model.
 
-    Read from the model's ``in_channels``, ``input_size``, ``num_classes`` and ``null_label``
-    attributes (those of :class:`~ant.models.dit.DiT`); ``num_classes`` 0 or missing means an
-    unconditional model, ``null_label`` ``None`` a model without a null label for guidance.
+    Read from the model's :class:`~ant.models.denoiser.Denoiser` attributes; ``num_classes``
+    0 means an unconditional model, ``null_label`` ``None`` one without a null label for
+    guidance.
     """
 
     channels: int
@@ -23,19 +25,18 @@ class ModelInfo:
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelInfo:
-        """The info of ``model``; ``ValueError`` if it does not say its input shape."""
-        channels = getattr(model, "in_channels", None)
-        size = getattr(model, "input_size", None)
-        if not isinstance(channels, int) or not isinstance(size, int):
+        """The info of ``model``; ``ValueError`` naming what it lacks if it is no Denoiser."""
+        missing = missing_members(model)
+        if missing or not isinstance(model, Denoiser):
             raise ValueError(
-                f"{type(model).__name__} has no int attributes in_channels and input_size"
+                f"{type(model).__name__} is not a Denoiser (ant.models.denoiser): it lacks "
+                f"{', '.join(missing) or 'forward'}"
             )
-        null_label = getattr(model, "null_label", None)
         return cls(
-            channels=channels,
-            size=size,
-            num_classes=int(getattr(model, "num_classes", 0) or 0),
-            null_label=null_label if isinstance(null_label, int) else None,
+            channels=model.in_channels,
+            size=model.input_size,
+            num_classes=model.num_classes,
+            null_label=model.null_label,
         )
 
     @property

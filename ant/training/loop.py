@@ -383,7 +383,7 @@ def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: Runtime
 def _save(
     step: TrainStep,
     recipe: Recipe,
-    intervals: list[tuple[int, int]],
+    intervals: list[Interval],
     current: int,
     run_dir: Path,
     ctx: Runtime,
