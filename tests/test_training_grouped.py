@@ -11,9 +11,9 @@ from torch import nn
 
 from ant.core.plugins import registry
 from ant.models.unet_blocks import GroupNorm32
-from ant.training.grouped import GroupedGrads, GroupLayout, gram_matrix
-from ant.training.step import gradient_cosines
-from ant.training.task_grads import task_grads_backward, trainable
+from ant.training.grouped import GroupedGrads
+from ant.training.grouped_layers import GroupLayout
+from ant.training.task_grads import gradient_cosines, gram_matrix, task_grads_backward, trainable
 from tests.test_methods_training import _batch, _step, _weights, make_recipe
 
 
@@ -187,7 +187,7 @@ def test_uncovered_layers_are_named_and_a_stray_gradient_raises() -> None:
 def test_a_model_grouped_gradients_do_not_cover_falls_back_with_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ant.training.grouped.FORMS", {})
+    monkeypatch.setattr("ant.training.grouped_layers.FORMS", {})
     with caplog.at_level(logging.WARNING):
         step = _step(make_recipe(tmp_path, "method.name=pcgrad"))
     assert step.task_grads == "vmap"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,12 +27,15 @@ from torch.nn.parallel import DistributedDataParallel
 from ant.diffusion import GaussianDiffusion
 from ant.methods import GradientMethod, Method, TimestepWeighting
 from ant.training.ema import update_ema
-from ant.training.grouped import GroupedGrads, GroupLayout, gram_matrix
+from ant.training.grouped import GroupedGrads
+from ant.training.grouped_layers import GroupLayout
 from ant.training.task_grads import (
+    TaskGradients,
     assign_grads,
+    gradient_cosines,
     task_grads_backward,
-    task_grads_vmap,
     trainable,
+    vmap_rows,
 )
 from ant.training.timesteps import (
     ClusterTable,
@@ -456,33 +460,15 @@ class TrainStep:
         per_samples: list[torch.Tensor],
     ) -> torch.Tensor:
         """Per-cluster gradients by ``vmap(grad(...))``, summed over the micro-batches."""
-        k, parts = self.clusters.k, len(micro)
 
-        def chunk_loss(
-            call: Callable[..., torch.Tensor],
-            x0_c: torch.Tensor,
-            x_t_c: torch.Tensor,
-            t_c: torch.Tensor,
-            labels_c: torch.Tensor | None,
-            noise_c: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            with self._autocast(x0_c.device):
-                output = call(x_t_c, t_c, labels_c)
-            per = self.per_sample_loss(output, x0_c, x_t_c, t_c, noise_c)
-            loss = per.mean() / (k * parts)
-            return (loss if scale is None else loss * scale), per.detach()
+        def per_sample_loss(call: Callable[..., torch.Tensor], *chunk: Any) -> torch.Tensor:
+            x0, x_t, t, labels, noise = chunk
+            with self._autocast(x0.device):
+                output = call(x_t, t, labels)
+            return self.per_sample_loss(output, x0, x_t, t, noise)
 
-        def chunks(value: torch.Tensor | None) -> torch.Tensor | None:
-            return None if value is None else value.reshape(k, -1, *value.shape[1:])
-
-        total: torch.Tensor | None = None
-        for part in micro:
-            inputs = (part.x0, part.x_t, part.t, part.labels, part.noise)
-            grads, per = task_grads_vmap(module, chunk_loss, [chunks(v) for v in inputs])
-            total = grads if total is None else total.add_(grads)
-            per_samples.append(per.reshape(-1))
-        assert total is not None
-        return total
+        parts = [(p.x0, p.x_t, p.t, p.labels, p.noise) for p in micro]
+        return vmap_rows(module, parts, per_sample_loss, self.clusters.k, scale, per_samples)
 
     @property
     def task_gradient_buffer(self) -> torch.Tensor | None:
@@ -524,28 +510,6 @@ class Batch:
 
 
 @dataclass
-class TaskGradients:
-    """The k per-cluster gradients of a step: ``rows`` ``[k, P]`` over ``params`` (times
-    ``scale`` under fp16), the cluster losses ``[k]`` and per-sample losses, all averaged over
-    ranks; the unscaled Gram matrix is formed on first use."""
-
-    params: list[nn.Parameter]
-    rows: torch.Tensor
-    losses: torch.Tensor
-    per_sample: torch.Tensor
-    cluster: torch.Tensor
-    scale: torch.Tensor | None
-    known: torch.Tensor | None = None
-
-    def gram(self) -> torch.Tensor:
-        """``G G^T`` of the unscaled rows, float64."""
-        if self.known is None:
-            gram = gram_matrix(self.rows)
-            self.known = gram if self.scale is None else gram / self.scale.double() ** 2
-        return self.known
-
-
-@dataclass
 class Outcome:
     """What a backward pass of a step left: per-sample losses with their clusters (in the order
     the pass saw them), the objective, and the per-cluster gradients if it computed them."""
@@ -554,17 +518,6 @@ class Outcome:
     cluster: torch.Tensor
     objective: torch.Tensor
     grads: TaskGradients | None = None
-
-
-def gradient_cosines(gram: torch.Tensor) -> torch.Tensor:
-    """The k x k cosine similarities of the per-cluster gradients from their Gram matrix.
-
-    ``cos(g_i, g_j) = M_ij / sqrt(M_ii M_jj)``: the live view of negative transfer (ANT, Go et
-    al. 2023, Sec. 3, O1: distant noise levels conflict). A zero gradient has cosine 0.
-    """
-    norms = gram.diagonal().clamp_min(0.0).sqrt()
-    denominator = (norms[:, None] * norms[None, :]).clamp_min(1e-30)
-    return (gram / denominator).float()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
