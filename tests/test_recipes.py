@@ -199,6 +199,22 @@ def test_cli_validates_a_table_1_recipe_with_overrides() -> None:
     assert result.stdout.splitlines()[0] == f"{path}: valid (model ADM, method pcgrad)"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["sample.steps=1"], ["sample.steps", "greater than or equal to 2"]),
+        (["model.num_classes=0", "sample.cfg_scale=3"], ["sample.cfg_scale", "num_classes is 0"]),
+        (["model.class_dropout=0", "sample.cfg_scale=3"], ["class_dropout is 0", "no null label"]),
+    ],
+)
+def test_validate_refuses_sample_settings_training_would_die_on(
+    overrides: list[str], fragments: list[str]
+) -> None:
+    result = run_ant("recipe", "validate", "recipes/digits_dit.yaml", *overrides)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, *fragments)
+
+
 @pytest.mark.parametrize("path", sorted((RECIPES_DIR / "bases").glob("*.yaml")), ids=str)
 def test_shared_bases_validate(path: Path) -> None:
     load_recipe(str(path))

@@ -245,15 +245,10 @@ def run_ntg(options: NTGOptions) -> NTGReport | None:
         )
         runs.append((f"{path.stem}-{interval.name}", description, router))
     for name, description, model in runs:
-        request = SampleRequest(
-            model=description,
-            sampler=settings.sampler,
-            steps=settings.steps,
-            eta=settings.eta,
-            cfg_scale=settings.cfg_scale,
-            seed=settings.seed,
-            clip_x0=settings.clip_x0,
-            num_classes=info.num_classes,
+        request = SampleRequest.of(
+            description,
+            settings,
+            info.num_classes,
         )
         draw = BatchSampler.from_settings(
             model.to(device), shared.diffusion, settings, device, decoder

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ant.core.atomic import atomic_write
+from ant.sampling.settings import SampleSettings
 
 
 class Frozen(BaseModel):
@@ -29,6 +30,21 @@ class SamplingInfo(Frozen):
     samples_dir: str
     written: int
     """Samples drawn by this run; the rest were already in ``samples_dir``."""
+
+    @classmethod
+    def of(cls, settings: SampleSettings, samples_dir: Path, written: int) -> SamplingInfo:
+        """The report of ``settings.num`` samples drawn into ``samples_dir``."""
+        return cls(
+            sampler=settings.sampler,
+            steps=settings.steps,
+            eta=settings.eta,
+            cfg_scale=settings.cfg_scale,
+            seed=settings.seed,
+            clip_x0=settings.clip_x0,
+            num_samples=settings.num,
+            samples_dir=str(samples_dir),
+            written=written,
+        )
 
 
 class EvalReport(Frozen):

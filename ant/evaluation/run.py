@@ -140,15 +140,10 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
         )
     eval_dir = default_eval_dir(path, settings, options.raw_weights)
     folder = options.samples_dir or eval_dir / "samples"
-    request = SampleRequest(
-        model=f"{path.name} sha256:{file_digest(path)[:16]} step {loaded.step} {loaded.weights}",
-        sampler=settings.sampler,
-        steps=settings.steps,
-        eta=settings.eta,
-        cfg_scale=settings.cfg_scale,
-        seed=settings.seed,
-        clip_x0=settings.clip_x0,
-        num_classes=info.num_classes,
+    request = SampleRequest.of(
+        f"{path.name} sha256:{file_digest(path)[:16]} step {loaded.step} {loaded.weights}",
+        settings,
+        info.num_classes,
     )
     draw = BatchSampler.from_settings(
         loaded.model.to(device), loaded.diffusion, settings, device, decoder
@@ -176,17 +171,7 @@ def evaluate_checkpoint(options: EvalOptions) -> EvalReport | None:
         step=loaded.step,
         weights=loaded.weights,
         recipe=recipe.name,
-        sampling=SamplingInfo(
-            sampler=settings.sampler,
-            steps=settings.steps,
-            eta=settings.eta,
-            cfg_scale=settings.cfg_scale,
-            seed=settings.seed,
-            clip_x0=settings.clip_x0,
-            num_samples=settings.num,
-            samples_dir=str(folder),
-            written=written,
-        ),
+        sampling=SamplingInfo.of(settings, folder, written),
         feature_extractor=extractor,
         extractors=result.extractors,
         reference=result.reference,

@@ -27,6 +27,7 @@ from ant.sampling.files import sample_path
 from ant.sampling.folder import sample_to_folder
 from ant.sampling.generate import BatchSampler
 from ant.sampling.labels import class_labels
+from ant.sampling.settings import SampleSettings
 
 MANIFEST_NAME = "samples.json"
 
@@ -44,6 +45,20 @@ class SampleRequest:
     seed: int
     clip_x0: bool
     num_classes: int
+
+    @classmethod
+    def of(cls, model: str, settings: SampleSettings, num_classes: int) -> SampleRequest:
+        """The request of drawing with ``settings`` from ``model`` (the folder's identity)."""
+        return cls(
+            model=model,
+            sampler=settings.sampler,
+            steps=settings.steps,
+            eta=settings.eta,
+            cfg_scale=settings.cfg_scale,
+            seed=settings.seed,
+            clip_x0=settings.clip_x0,
+            num_classes=num_classes,
+        )
 
 
 def _check_manifest(folder: Path, request: SampleRequest) -> None:

@@ -34,6 +34,7 @@ from ant.recipe.latent import recipe_vae
 from ant.sampling.generate import BatchSampler
 from ant.sampling.labels import class_labels
 from ant.sampling.model_info import ModelInfo
+from ant.sampling.settings import resolve_settings
 
 PREFIX = "eval/"
 
@@ -91,22 +92,20 @@ def _draw(
     description: str,
     show: bool,
 ) -> tuple[list[int], torch.Tensor, torch.Tensor | None]:
-    settings, num = recipe.sample, recipe.eval.num_samples
     info = ModelInfo.of(ema)
-    indices = list(range(ctx.rank, num, ctx.world_size))
-    draw = BatchSampler(
-        ema,
-        diffusion,
-        sampler=settings.sampler,
-        steps=min(settings.steps, diffusion.num_timesteps),
-        eta=settings.eta,
-        cfg_scale=settings.cfg_scale,
-        clip_x0=settings.clip_x0,
-        device=ctx.device,
-        decoder=recipe_vae(recipe, ctx.device),
+    settings = resolve_settings(
+        recipe.sample,
+        timesteps=diffusion.num_timesteps,
+        info=info,
+        num=recipe.eval.num_samples,
+        batch_size=recipe.eval.batch_size,
+    )
+    indices = list(range(ctx.rank, settings.num, ctx.world_size))
+    draw = BatchSampler.from_settings(
+        ema, diffusion, settings, ctx.device, recipe_vae(recipe, ctx.device)
     )
     labels = class_labels(indices, info.num_classes)
-    size = recipe.eval.batch_size
+    size = settings.batch_size
     starts = range(0, len(indices), size)
     chunks = []
     with step_progress(len(starts) * draw.num_steps, description, show) as advance:

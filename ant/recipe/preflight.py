@@ -50,6 +50,23 @@ def check_sizes(recipe: Recipe, world_size: int) -> None:
             f"clustering.k ({recipe.clustering.k}) is more than diffusion.timesteps "
             f"({recipe.diffusion.timesteps}): every cluster needs at least one timestep"
         )
+    check_sample_section(recipe)
+
+
+def check_sample_section(recipe: Recipe) -> None:
+    """What the sample grids and evaluations of training would refuse after hours of training:
+    guidance without a conditional model, or without the null label class dropout trains."""
+    scale, model = recipe.sample.cfg_scale, recipe.model
+    if scale != 1.0 and model.num_classes == 0:
+        raise AntError(
+            f"sample.cfg_scale is {scale:g} but model.num_classes is 0: classifier-free "
+            "guidance needs a class-conditional model; set sample.cfg_scale=1"
+        )
+    if scale != 1.0 and model.class_dropout == 0:
+        raise AntError(
+            f"sample.cfg_scale is {scale:g} but model.class_dropout is 0, so the model learns "
+            "no null label to guide with; set model.class_dropout=0.1 or sample.cfg_scale=1"
+        )
 
 
 def preflight(
