@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "ant.cli.analyze:analyze",
     "reproduce": "ant.cli.reproduce:reproduce_command",
     "plugins": "ant.cli.plugins:plugins_command",
+    "runs": "ant.cli.runs:runs_command",
 }
 
 
