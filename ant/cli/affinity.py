@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ant.core.runtime import DEVICES
+from ant.cli.options import device_option
 from ant.experiments.affinity_run import AffinitySettings, compute_affinity, write_outputs
 
 DEFAULTS = AffinitySettings(checkpoints=(), data="")
@@ -74,9 +74,7 @@ DEFAULTS = AffinitySettings(checkpoints=(), data="")
     "--train-mode", is_flag=True, help="Keep the model in training mode (label dropout on)."
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option(
-    "--device", "device_choice", type=click.Choice(DEVICES), default="auto", show_default=True
-)
+@device_option
 def affinity_command(
     checkpoints: tuple[str, ...],
     data: str,

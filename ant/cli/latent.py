@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from ant.cli.options import device_option
 from ant.data.vae import POSTERIORS, PRECISIONS, VaeSpec
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @click.command("encode")
@@ -32,7 +31,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images a pass."
 )
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@device_option
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True)
 @click.option(
     "--posterior",
@@ -58,7 +57,7 @@ def encode_command(
     scale: float | None,
     flip: bool,
     batch_size: int,
-    device: str,
+    device_choice: str,
     precision: str,
     posterior: str,
     seed: int,
@@ -80,7 +79,7 @@ def encode_command(
         spec,
         flip=flip,
         batch_size=batch_size,
-        device=device,
+        device=device_choice,
         posterior=posterior,
         seed=seed,
         dtype=dtype,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ant.cli.options import OVERRIDE_SETTINGS
+from ant.cli.options import OVERRIDE_SETTINGS, device_option
 from ant.core.errors import AntError, Preempted
 from ant.experiments.variants import PRESETS
 
@@ -83,9 +83,7 @@ def default_eval_every(steps: int) -> int:
     "--out", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True
 )
 @click.option("--launcher", help='Prefix of `-m ant train`, e.g. "torchrun --nproc_per_node 2".')
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
+@device_option
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs trained at once.")
 @click.option(
     "--gpus-per-job",
@@ -129,7 +127,7 @@ def reproduce_command(
     extra: tuple[str, ...],
     out: Path,
     launcher: str | None,
-    device: str,
+    device_choice: str,
     jobs: int,
     gpus_per_job: int | None,
     reference: str,
@@ -196,7 +194,7 @@ def reproduce_command(
     if dry_run:
         click.echo(describe_plan(plan), nl=False)
         for run in plan.runs:
-            click.echo(shlex.join(train_command(run, launcher, device)))
+            click.echo(shlex.join(train_command(run, launcher, device_choice)))
         return
     check_consistent(plan)
     flattening = Flattening(flat_window, flat_tolerance)
@@ -208,7 +206,7 @@ def reproduce_command(
             sweep = Sweep(
                 plan,
                 launcher=launcher,
-                device=device,
+                device=device_choice,
                 jobs=jobs,
                 gpus_per_job=gpus_per_job,
                 show=not no_progress,

@@ -17,15 +17,6 @@ from ant.cli.options import (
 )
 from ant.core.errors import AntError
 from ant.core.runtime import Runtime
-from ant.recipe.latent import recipe_vae
-from ant.sampling.arrays import save_array
-from ant.sampling.folder import sample_to_folder
-from ant.sampling.generate import BatchSampler
-from ant.sampling.images import check_image_channels, save_grid
-from ant.sampling.labels import class_labels
-from ant.sampling.loading import load_sampling_model
-from ant.sampling.model_info import ModelInfo
-from ant.sampling.settings import resolve_settings
 
 
 def is_folder_target(out: str) -> bool:
@@ -76,6 +67,16 @@ def sample_command(
     its index, so the files are those one process would write. Write -n, not --num, after
     `torchrun ... -m ant`: torchrun takes --num for an abbreviation of its own --numa-binding.
     """
+    from ant.recipe.latent import recipe_vae
+    from ant.sampling.arrays import save_array
+    from ant.sampling.folder import sample_to_folder
+    from ant.sampling.generate import BatchSampler
+    from ant.sampling.images import check_image_channels, save_grid
+    from ant.sampling.labels import class_labels
+    from ant.sampling.loading import load_sampling_model
+    from ant.sampling.model_info import ModelInfo
+    from ant.sampling.settings import resolve_settings
+
     runtime = Runtime.from_env(device_choice)
     folder = is_folder_target(out)
     suffix = ".npy" if npy else ".png"

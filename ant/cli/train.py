@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ant.cli.options import OVERRIDE_SETTINGS
+from ant.cli.options import OVERRIDE_SETTINGS, device_option
 from ant.recipe import load_recipe
 
 
@@ -15,16 +15,14 @@ from ant.recipe import load_recipe
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Default: runs/<recipe name>.")
 @click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
+@device_option
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to the run).")
 def train_command(
     recipe: str,
     overrides: tuple[str, ...],
     run_dir: Path | None,
     resume: bool,
-    device: str,
+    device_choice: str,
     no_progress: bool,
 ) -> None:
     """Train a diffusion model from RECIPE, with KEY=VALUE overrides.
@@ -44,6 +42,11 @@ def train_command(
 
         on_eval = TrainingEvaluation(resolved)
     out = train(
-        resolved, run_dir, resume=resume, device=device, show=not no_progress, on_eval=on_eval
+        resolved,
+        run_dir,
+        resume=resume,
+        device=device_choice,
+        show=not no_progress,
+        on_eval=on_eval,
     )
     click.echo(f"run directory: {out}")
