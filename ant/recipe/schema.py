@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -118,6 +118,25 @@ class OptimConfig(Section):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
     grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = off")
+    schedule: Literal["constant", "cosine", "linear", "inverse_sqrt"] = Field(
+        "constant", description="learning-rate schedule after the warmup (docs/training.md)"
+    )
+    warmup_steps: int = Field(0, ge=0, description="linear warmup from lr/warmup_steps to lr")
+    min_lr: float = Field(0.0, ge=0.0, description="the rate cosine and linear decay to")
+    decay_steps: int | None = Field(
+        None, ge=1, description="steps over which cosine and linear decay; null = train.steps"
+    )
+    schedule_method_params: bool = Field(
+        False,
+        description="schedule the method's and weighting's own parameters too (UW's log "
+        "variances); off: they keep their constant rate",
+    )
+
+    @model_validator(mode="after")
+    def _min_below_lr(self) -> OptimConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}: lower min_lr")
+        return self
 
 
 class TrainConfig(Section):

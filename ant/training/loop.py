@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import time
+import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ from ant.recipe.preflight import check_data, uses_task_grads
 from ant.training.ema import make_ema
 from ant.training.grouped import GroupedGrads, describe_fallback
 from ant.training.guard import NonFiniteGuard
+from ant.training.lr_schedule import DECAYING, make_scheduler
 from ant.training.rng import gather_rng_states, restore_rng_state
 from ant.training.samples import write_sample_grid
 from ant.training.signals import StopFlag, StopVote, stop_on_signals
@@ -92,13 +94,14 @@ def build_train_step(recipe: Recipe, ctx: Runtime) -> tuple[TrainStep, Clusterin
         if uses_task_grads(recipe, method)
         else recipe.train.task_grads
     )
+    optimizer = build_optimizer(recipe, model, parts, device)
     step = TrainStep(
         model=model,
         ema=ema,
         diffusion=plan.diffusion,
         method=method,
         clusters=ClusterTable.from_intervals(plan.clustering.intervals, device),
-        optimizer=build_optimizer(recipe, model, parts, device),
+        optimizer=optimizer,
         ema_decay=recipe.train.ema_decay,
         precision=recipe.train.precision,
         grad_clip=recipe.optim.grad_clip,
@@ -112,8 +115,26 @@ def build_train_step(recipe: Recipe, ctx: Runtime) -> tuple[TrainStep, Clusterin
         conflict_every=recipe.train.conflict_every,
         timestep_range=plan.checked.timestep_range,
         on_nonfinite=recipe.train.on_nonfinite,
+        scheduler=_scheduler(recipe, optimizer),
     )
     return step, plan.clustering
+
+
+def _scheduler(
+    recipe: Recipe, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The recipe's learning-rate schedule, or None for a constant rate without warmup."""
+    optim = recipe.optim
+    if optim.schedule == "constant" and optim.warmup_steps == 0:
+        return None
+    return make_scheduler(
+        optimizer,
+        optim.schedule,
+        warmup=optim.warmup_steps,
+        horizon=optim.decay_steps or recipe.train.steps,
+        min_lr=optim.min_lr,
+        scheduled_groups=len(optimizer.param_groups) if optim.schedule_method_params else 1,
+    )
 
 
 class Evaluation(Protocol):
@@ -133,7 +154,7 @@ class Evaluation(Protocol):
 def _record(
     step: int,
     out: StepOutput,
-    optimizer: torch.optim.Optimizer,
+    lr: float,
     ctx: Runtime,
     samples_per_s: float,
 ) -> dict[str, Any]:
@@ -149,7 +170,7 @@ def _record(
         "objective": host[1],
         "cluster_loss": host[2:],
         "cluster_weight": out.cluster_weight.float().tolist(),
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": lr,
         "samples_per_s": samples_per_s,
     }
     if out.grad_norm is not None:
@@ -251,6 +272,7 @@ def _fit(
     if latest is not None:
         state = load_checkpoint(latest, map_location=device)
         _check_clusters(state, clustering.intervals, latest)
+        _check_horizon(state, recipe, latest)
         start = _restore(state, step, ctx, latest)
     elif resume and ctx.is_main:
         print(f"no checkpoint in {run_dir}: starting a new run")
@@ -333,7 +355,7 @@ def _fit(
             if measure:
                 now = time.perf_counter()
                 rate = (current - tick_step) * train.global_batch_size / (now - tick)
-                record = _record(current, out, step.optimizer, ctx, rate)
+                record = _record(current, out, step.lr, ctx, rate)
                 tick, tick_step = now, current
                 if report is not None and report.skipped:
                     record["skipped_steps"] = report.skipped
@@ -401,6 +423,7 @@ def _save(
             "method": step.method.state_dict(),
             "weighting": step.weighting.state_dict() if step.weighting is not None else None,
             "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+            "scheduler": step.scheduler.state_dict() if step.scheduler is not None else None,
             "rng": rng,
         }
         save_checkpoint(state, checkpoint_path(run_dir, current))
@@ -420,6 +443,37 @@ def _check_clusters(state: dict[str, Any], intervals: list[Interval], path: Path
         )
 
 
+def _join_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, done: int) -> None:
+    """Put the schedule at step ``done``. The rate is a pure function of the step and the
+    recipe's base rates, so recomputing it equals the uninterrupted run bitwise, and a resume
+    that adds or changes a schedule continues on the new curve (the checkpoint's copy of the
+    scheduler state is a record)."""
+    scheduler.last_epoch = done - 1
+    with warnings.catch_warnings():
+        # torch warns of a step before optimizer.step(); here no update is due.
+        warnings.filterwarnings(
+            "ignore", message="Detected call of `lr_scheduler.step", category=UserWarning
+        )
+        scheduler.step()
+
+
+def _check_horizon(state: dict[str, Any], recipe: Recipe, path: Path) -> None:
+    """A cosine or linear schedule decays over the horizon its run started with: a changed
+    ``train.steps`` must not silently bend the curve mid-run."""
+    optim = recipe.optim
+    if optim.schedule not in DECAYING:
+        return
+    saved = state.get("recipe", {})
+    before = saved.get("optim", {}).get("decay_steps") or saved.get("train", {}).get("steps")
+    now = optim.decay_steps or recipe.train.steps
+    if before is not None and int(before) != now:
+        raise AntError(
+            f"{path} decays its {optim.schedule} learning rate over {before} steps, this recipe "
+            f"over {now}: set optim.decay_steps={before} to keep the run's curve, or start a new "
+            "run with --run-dir"
+        )
+
+
 def _restore(state: dict[str, Any], step: TrainStep, ctx: Runtime, path: Path) -> int:
     try:
         step.model.load_state_dict(state["model"])
@@ -427,7 +481,14 @@ def _restore(state: dict[str, Any], step: TrainStep, ctx: Runtime, path: Path) -
         step.method.load_state_dict(state["method"])
         if step.weighting is not None:
             step.weighting.load_state_dict(state.get("weighting") or {})
+        # The optimizer's moments come from the checkpoint, its settings from the recipe
+        # (load_state_dict would otherwise bring back the run's old lr, betas, weight decay).
+        settings = [
+            {k: v for k, v in g.items() if k != "params"} for g in step.optimizer.param_groups
+        ]
         step.optimizer.load_state_dict(state["optimizer"])
+        for group, chosen in zip(step.optimizer.param_groups, settings, strict=True):
+            group.update(chosen)
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise AntError(
@@ -436,6 +497,8 @@ def _restore(state: dict[str, Any], step: TrainStep, ctx: Runtime, path: Path) -
         ) from None
     if step.scaler is not None and state.get("scaler") is not None:
         step.scaler.load_state_dict(state["scaler"])
+    if step.scheduler is not None:
+        _join_schedule(step.scheduler, int(state["step"]))
     restore_rng_state(state.get("rng"), ctx)
     step.steps_done = int(state["step"])
     return step.steps_done

@@ -81,7 +81,8 @@ class TrainStep:
     for any method and reports their cosine matrix (gradient methods report it on every
     measured step). ``timestep_range`` restricts training to an inclusive timestep interval.
     ``on_nonfinite="skip"`` drops an update whose gradient norm is not finite (reading one flag
-    per step; fp16 leaves that to the GradScaler). ``steps_done`` counts steps (the trainer sets
+    per step; fp16 leaves that to the GradScaler). ``scheduler`` advances the learning rate after
+    every step (:mod:`ant.training.lr_schedule`). ``steps_done`` counts steps (the trainer sets
     it on resume).
     """
 
@@ -105,7 +106,10 @@ class TrainStep:
     conflict_every: int | None = None
     timestep_range: tuple[int, int] | None = None
     on_nonfinite: str = "stop"
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     steps_done: int = 0
+    lr: float = field(default=0.0, init=False)
+    """The model's learning rate in the last update (read from the optimizer, no device sync)."""
     _grouped_grads: GroupedGrads | None = field(default=None, init=False, repr=False)
     _buffer: torch.Tensor | None = field(default=None, init=False, repr=False)
 
@@ -229,6 +233,11 @@ class TrainStep:
             finite, applied = torch.zeros((), dtype=torch.bool, device=loss.device), False
         else:
             self.optimizer.step()
+        self.lr = float(self.optimizer.param_groups[0]["lr"])
+        if self.scheduler is not None:
+            # Every step advances the schedule, skipped or not, so the rate is a function of
+            # the step alone.
+            self.scheduler.step()
         if applied:
             update_ema(self.ema, unwrap(self.model), self.ema_decay)
             if method.observes_losses:
