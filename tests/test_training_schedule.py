@@ -106,7 +106,7 @@ def test_resume_takes_the_recipes_learning_rate(tmp_path: Path, digits_shards: P
 
 
 def test_min_lr_above_lr_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(AntError, match="min_lr 0.1 is above lr 0.001"):
+    with pytest.raises(AntError, match=r"min_lr 0\.1 is above lr 0\.001"):
         load_recipe("recipes/digits_dit.yaml", ["optim.lr=1e-3", "optim.min_lr=0.1"])
     result = run_ant("recipe", "show", "recipes/digits_dit.yaml", "optim.min_lr=1")
     assert result.returncode == 2

@@ -63,5 +63,10 @@ def ant_register_extractors(register: Any) -> None:
 
 
 @hookspec
+def ant_register_loggers(register: Any) -> None:
+    """Register run loggers and experiment trackers (``train.loggers`` in a recipe)."""
+
+
+@hookspec
 def ant_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``ant`` command line."""

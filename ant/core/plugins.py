@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ant.clustering.plugin",
     "ant.data.plugin",
     "ant.evaluation.plugin",
+    "ant.core.trackers",
     "ant.cli.commands",
 )
 
@@ -57,6 +58,7 @@ KINDS: dict[str, str] = {
     "data_source": "ant_register_data_sources",
     "metric": "ant_register_metrics",
     "extractor": "ant_register_extractors",
+    "logger": "ant_register_loggers",
 }
 
 

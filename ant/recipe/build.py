@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from ant.clustering import Clustering, Interval, TaskSpace, cluster_tasks, load_affinity
 from ant.core.errors import AntError
+from ant.core.logbook import RunLogger
 from ant.core.plugins import registry
 from ant.diffusion import GaussianDiffusion
 from ant.methods import GradientMethod, Method, TimestepWeighting
@@ -124,6 +126,31 @@ def build_optimizer(
         weight_decay=optim.weight_decay,
         fused=device.type == "cuda",
     )
+
+
+def logger_specs(recipe: Recipe) -> list[tuple[str, dict[str, Any]]]:
+    """``train.loggers`` as ``(name, options)`` pairs."""
+    return [
+        (entry, {}) if isinstance(entry, str) else (entry.name, dict(entry.model_extra or {}))
+        for entry in recipe.train.loggers
+    ]
+
+
+def build_loggers(recipe: Recipe, run_dir: Path, start_step: int) -> list[RunLogger]:
+    """The run's loggers (``train.loggers``, from the ``logger`` registry), each given the run
+    directory, the step it continues from and the resolved recipe as its configuration."""
+    config = recipe.model_dump(mode="json")
+    loggers: list[RunLogger] = []
+    for name, options in logger_specs(recipe):
+        try:
+            loggers.append(
+                registry("logger").build(
+                    name, run_dir=run_dir, start_step=start_step, config=config, **options
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            raise AntError(f"train.loggers: '{name}': {exc}") from None
+    return loggers
 
 
 @dataclass

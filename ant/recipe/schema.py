@@ -139,6 +139,12 @@ class OptimConfig(Section):
         return self
 
 
+class LoggerConfig(PluginSection):
+    """One entry of ``train.loggers`` with options: a ``logger`` plugin and its keys."""
+
+    name: str
+
+
 class TrainConfig(Section):
     """The training loop."""
 
@@ -176,6 +182,11 @@ class TrainConfig(Section):
     )
     nonfinite_patience: int = Field(
         20, ge=1, description="consecutive skipped updates (skip, or fp16's GradScaler) that stop"
+    )
+    loggers: list[str | LoggerConfig] = Field(
+        default_factory=lambda: list[str | LoggerConfig](["jsonl", "tensorboard"]),
+        description="where rank 0 logs (`ant plugins --kind logger`): names, or {name: ..., "
+        "option: ...} entries; jsonl feeds `ant runs` and `ant reproduce`",
     )
 
 

@@ -21,6 +21,7 @@ INJECTED: dict[str, frozenset[str]] = {
     "objective": frozenset(),
     "method": frozenset({"num_tasks"}),
     "weighting": frozenset(),
+    "logger": frozenset({"run_dir", "start_step", "config"}),
 }
 
 # Where a name of the other kind belongs: a weighting named as method.name, and the reverse.
@@ -95,6 +96,13 @@ def check_plugins(recipe: Recipe, raw: RawRecipe) -> None:
     if recipe.weighting.name != "none":
         weighting = _entry("weighting", recipe.weighting.name, "weighting.name", raw)
         check_options(weighting, recipe.weighting, "weighting", raw, INJECTED["weighting"])
+    for index, entry in enumerate(recipe.train.loggers):
+        key = f"train.loggers.{index}"
+        if isinstance(entry, str):
+            _entry("logger", entry, key, raw)
+        else:
+            found = _entry("logger", entry.name, key, raw)
+            check_options(found, entry, key, raw, INJECTED["logger"])
     check_vae(recipe, raw)
 
 

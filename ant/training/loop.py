@@ -33,7 +33,7 @@ from ant.data.loader import ShardLoader, make_loader
 from ant.diffusion import GaussianDiffusion
 from ant.methods import Method, TimestepWeighting
 from ant.recipe import Recipe, record_recipe
-from ant.recipe.build import build_model, build_optimizer, plan_run
+from ant.recipe.build import build_loggers, build_model, build_optimizer, plan_run
 from ant.recipe.latent import training_encoder
 from ant.recipe.preflight import check_data, uses_task_grads
 from ant.training.ema import make_ema
@@ -317,7 +317,7 @@ def _fit(
     eval_every = recipe.eval.every
     if on_eval is not None and eval_every:
         on_eval.prepare(step.ema, ctx)
-    logbook = Logbook(run_dir, start) if ctx.is_main else None
+    logbook = Logbook(build_loggers(recipe, run_dir, start) if ctx.is_main else [])
     train = recipe.train
     guard = NonFiniteGuard(train.on_nonfinite, train.nonfinite_patience, step.fp16, device)
     flag = StopFlag()
@@ -327,8 +327,14 @@ def _fit(
     stop = False
     progress = TrainProgress(total, start, enabled=show and ctx.is_main)
     # Closing the batches shuts the loader's workers down before the process exits, whatever
-    # ends the loop (they ignore the stop signals and end with the trainer).
-    with stop_on_signals(flag), progress as bar, contextlib.closing(batches):
+    # ends the loop (they ignore the stop signals and end with the trainer); the loggers are
+    # closed likewise (a tracker's run is finished even when training raises).
+    with (
+        stop_on_signals(flag),
+        progress as bar,
+        contextlib.closing(batches),
+        contextlib.closing(logbook),
+    ):
         tick, tick_step = time.perf_counter(), current
         while current < total and not stop:
             x, y = next(batches)
@@ -359,31 +365,27 @@ def _fit(
                 tick, tick_step = now, current
                 if report is not None and report.skipped:
                     record["skipped_steps"] = report.skipped
-                if logbook is not None:
-                    logbook.log(record)
+                logbook.log(record)
                 bar.show_loss(record["loss"])
-            elif out.conflict is not None and logbook is not None:
+            elif out.conflict is not None:
                 logbook.log({"step": current, **conflict_record(out.conflict)})
             if report is not None:
                 report.raise_problem()
             if save:
                 _save(step, recipe, intervals, current, run_dir, ctx)
             if grid:
-                _grid(step.ema, recipe, run_dir, f"step-{current:07d}", ctx)
+                _grid(step.ema, recipe, run_dir, f"step-{current:07d}", ctx, logbook, current)
             if evaluate and on_eval is not None:
                 values = on_eval(step.ema, step.diffusion, current, ctx, show)
-                if logbook is not None:
-                    logbook.log({"step": current, **values})
-    if logbook is not None:
-        logbook.close()
-    if current < total:
-        name = signal.Signals(flag.signal).name if flag.signal else "a signal on another rank"
-        raise Preempted(
-            f"{name} after step {current}, whose checkpoint is saved; continue with --resume"
-            if ctx.is_main
-            else ""
-        )
-    _grid(step.ema, recipe, run_dir, "final", ctx)
+                logbook.log({"step": current, **values})
+        if current < total:
+            name = signal.Signals(flag.signal).name if flag.signal else "a signal on another rank"
+            raise Preempted(
+                f"{name} after step {current}, whose checkpoint is saved; continue with --resume"
+                if ctx.is_main
+                else ""
+            )
+        _grid(step.ema, recipe, run_dir, "final", ctx, logbook, current)
     return step
 
 
@@ -396,9 +398,19 @@ def _weights(step: TrainStep) -> Iterator[torch.Tensor]:
         yield from step.weighting.parameters()
 
 
-def _grid(ema: nn.Module, recipe: Recipe, run_dir: Path, name: str, ctx: Runtime) -> None:
+def _grid(
+    ema: nn.Module,
+    recipe: Recipe,
+    run_dir: Path,
+    name: str,
+    ctx: Runtime,
+    logbook: Logbook,
+    current: int,
+) -> None:
     if ctx.is_main:
-        write_sample_grid(ema, recipe, run_dir / "samples" / f"{name}.png", ctx.device)
+        written = write_sample_grid(ema, recipe, run_dir / "samples" / f"{name}.png", ctx.device)
+        if written.suffix == ".png":
+            logbook.log_image(current, "samples", written)
     ctx.barrier()
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from collections.abc import Callable
 
 import torch
 
-Schedule = Literal["constant", "cosine", "linear", "inverse_sqrt"]
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "inverse_sqrt")
 DECAYING: frozenset[str] = frozenset({"cosine", "linear"})
 """The schedules whose curve depends on the decay horizon (``optim.decay_steps``)."""
@@ -77,7 +76,7 @@ def make_scheduler(
         horizon=horizon,
         min_ratio=min_lr / base,
     )
-    lambdas = [
+    lambdas: list[Callable[[int], float]] = [
         factor if index < scheduled_groups else _constant
         for index in range(len(optimizer.param_groups))
     ]
