@@ -34,6 +34,19 @@ class ModelConfig(PluginSection):
     in_channels: int = Field(4, ge=1, description="channels of the (latent) input")
     num_classes: int = Field(1000, ge=0, description="number of classes; 0 = unconditional")
     class_dropout: float = Field(0.1, ge=0.0, le=1.0, description="label dropout for CFG")
+    init_from: str | None = Field(
+        None,
+        description="initialise the model and EMA before step 0 from an ant run or checkpoint, "
+        "a DiT or an ADM (guided-diffusion) checkpoint (docs/training.md)",
+    )
+    init_strict: bool = Field(
+        True, description="refuse a checkpoint whose keys or shapes differ; false: load what fits"
+    )
+    init_format: Literal["auto", "ant", "dit", "adm", "adm-new-attention"] = Field(
+        "auto",
+        description="layout of init_from; adm-new-attention: guided-diffusion's "
+        "use_new_attention_order",
+    )
 
 
 class DiffusionConfig(Section):

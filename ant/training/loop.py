@@ -32,6 +32,7 @@ from ant.core.runtime import TRAINING_TIMEOUT, Runtime
 from ant.data.loader import ShardLoader, make_loader
 from ant.diffusion import GaussianDiffusion
 from ant.methods import Method, TimestepWeighting
+from ant.models.weights import load_init_weights
 from ant.recipe import Recipe, record_recipe
 from ant.recipe.build import build_loggers, build_model, build_optimizer, plan_run
 from ant.recipe.latent import training_encoder
@@ -263,6 +264,16 @@ def _fit(
         )
     check_data(recipe)
     step, clustering = build_train_step(recipe, ctx)
+    if latest is None and recipe.model.init_from:
+        summary = load_init_weights(
+            recipe.model.init_from,
+            step.model,
+            step.ema,
+            strict=recipe.model.init_strict,
+            fmt=recipe.model.init_format,
+        )
+        if ctx.is_main:
+            print(summary)
     encode = training_encoder(recipe, device)
     intervals = clustering.intervals
     model = step.model
