@@ -34,7 +34,7 @@ from ant.cli import cli
 from ant.core import atomic
 from ant.core import checkpoint as ckpt
 from ant.core.errors import AntError
-from ant.core.logbook import METRICS_FILE, Logbook, read_metrics
+from ant.core.logbook import METRICS_FILE, JsonlLogger, Logbook, read_metrics
 from ant.core.rundir import LOCK_FILE
 from ant.core.runtime import Runtime
 from ant.data.writer import write_array_shards
@@ -218,7 +218,7 @@ def test_a_nan_sample_is_named_with_its_shard(tmp_path: Path, array_shards: Path
 
 
 def test_metrics_stay_strict_json(tmp_path: Path) -> None:
-    book = Logbook(tmp_path, 0, tensorboard=False)
+    book = Logbook([JsonlLogger(tmp_path)])
     book.log({"step": 1, "loss": float("nan"), "cluster_loss": [1.0, float("inf")]})
     assert strict_records(tmp_path) == [{"step": 1, "loss": None, "cluster_loss": [1.0, None]}]
 

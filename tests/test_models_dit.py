@@ -24,7 +24,14 @@ PUBLISHED_PARAMS = {
     "DiT-L/2": 458.0e6,
     "DiT-XL/2": 675.0e6,
 }
-FACTORY_OPTIONS = {"input_size", "in_channels", "num_classes", "class_dropout", "learn_sigma"}
+FACTORY_OPTIONS = {
+    "input_size",
+    "in_channels",
+    "num_classes",
+    "class_dropout",
+    "learn_sigma",
+    "freq_shift",
+}
 
 
 def micro(name: str = "DiT-Micro/2", **options: Any) -> DiT:

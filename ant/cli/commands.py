@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "reproduce": "ant.cli.reproduce:reproduce_command",
     "plugins": "ant.cli.plugins:plugins_command",
     "runs": "ant.cli.runs:runs_command",
+    "export": "ant.cli.export:export_command",
 }
 
 

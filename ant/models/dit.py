@@ -111,6 +111,9 @@ class DiT(nn.Module):
         num_classes: number of classes; 0 builds an unconditional model (no label embedding,
             ``y`` is ignored).
         learn_sigma: also predict the variance interpolation v, doubling the output channels.
+        freq_shift: the timestep frequencies are ``10000^(-k / (128 - freq_shift))``: 0 is the
+            paper's; 1 is diffusers' ``DiTTransformer2DModel``, whose export is then exact
+            (docs/export.md).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class DiT(nn.Module):
         class_dropout: float = 0.1,
         num_classes: int = 1000,
         learn_sigma: bool = True,
+        freq_shift: float = 0.0,
     ) -> None:
         super().__init__()
         if patch_size < 1 or input_size < 1 or input_size % patch_size:
@@ -146,10 +150,11 @@ class DiT(nn.Module):
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.learn_sigma = learn_sigma
         self.num_classes = num_classes
+        self.num_heads = num_heads
         self.grid_size = input_size // patch_size
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
-        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size, shift=freq_shift)
         self.y_embedder = (
             LabelEmbedder(num_classes, hidden_size, class_dropout) if num_classes > 0 else None
         )

@@ -18,19 +18,21 @@ from torch import nn
 
 
 def timestep_frequency_embedding(
-    t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0
+    t: torch.Tensor, dim: int = 256, max_period: float = 10_000.0, shift: float = 0.0
 ) -> torch.Tensor:
     """Sinusoidal features of the timesteps ``t`` ([B], int or float) -> [B, dim] float32.
 
-    With ``half = dim / 2`` and frequencies ``w_k = max_period^(-k / half)`` for
+    With ``half = dim / 2`` and frequencies ``w_k = max_period^(-k / (half - shift))`` for
     ``k = 0 .. half-1``, the features are ``[cos(t w_0) .. cos(t w_{half-1}),
-    sin(t w_0) .. sin(t w_{half-1})]``.
+    sin(t w_0) .. sin(t w_{half-1})]``. ``shift = 0`` is DiT's and ADM's embedding; diffusers'
+    ``DiTTransformer2DModel`` fixes ``shift = 1`` (its ``downscale_freq_shift``).
     """
     if dim % 2:
         raise ValueError(f"the timestep frequency dimension must be even, got {dim}")
     half = dim // 2
-    exponent = torch.arange(half, dtype=torch.float32, device=t.device) / half
-    freqs = torch.exp(-math.log(max_period) * exponent)
+    # In the order DiT's and diffusers' code compute it, so the float32 roundings agree too.
+    steps = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(max_period) * steps / (half - shift))
     args = t.to(torch.float32)[:, None] * freqs[None, :]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -38,9 +40,10 @@ def timestep_frequency_embedding(
 class TimestepEmbedder(nn.Module):
     """Embed scalar timesteps: sinusoidal features then Linear-SiLU-Linear (DiT Sec. 3.2)."""
 
-    def __init__(self, hidden_size: int, frequency_dim: int = 256) -> None:
+    def __init__(self, hidden_size: int, frequency_dim: int = 256, shift: float = 0.0) -> None:
         super().__init__()
         self.frequency_dim = frequency_dim
+        self.shift = shift
         self.mlp = nn.Sequential(
             nn.Linear(frequency_dim, hidden_size),
             nn.SiLU(),
@@ -49,7 +52,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """Timesteps [B] -> embeddings [B, hidden_size]."""
-        features = timestep_frequency_embedding(t, self.frequency_dim)
+        features = timestep_frequency_embedding(t, self.frequency_dim, shift=self.shift)
         return self.mlp(features.to(next(self.mlp.parameters()).dtype))
 
 

@@ -16,7 +16,8 @@ Micro         2      64     2      unit tests: ~0.2M params
 
 Each registered factory fixes the architecture named (depth, width, heads, patch, MLP ratio 4)
 and takes the remaining :class:`~ant.models.dit.DiT` options as keyword arguments:
-``input_size``, ``in_channels``, ``num_classes``, ``class_dropout`` and ``learn_sigma``. DiT is
+``input_size``, ``in_channels``, ``num_classes``, ``class_dropout``, ``learn_sigma`` and
+``freq_shift``. DiT is
 imported only when a model is built, so loading the registry does not import timm.
 """
 
@@ -78,6 +79,7 @@ class DiTFactory:
         num_classes: int = 1000,
         class_dropout: float = 0.1,
         learn_sigma: bool = True,
+        freq_shift: float = 0.0,
     ) -> DiT:
         """A freshly initialised DiT of this architecture."""
         from ant.models.dit import DiT
@@ -93,6 +95,7 @@ class DiTFactory:
             class_dropout=class_dropout,
             num_classes=num_classes,
             learn_sigma=learn_sigma,
+            freq_shift=freq_shift,
         )
 
 
