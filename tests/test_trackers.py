@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,18 @@ def _wandb_records(path: Path) -> list[Any]:
     return records
 
 
+def _finished_records(path: Path, timeout: float = 30.0) -> list[Any]:
+    """The records once wandb's writer has closed the file: ``run.finish()`` can return before
+    its service has written the last records, the ``exit`` record last of all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_records(path)
+        kinds = {record.WhichOneof("record_type") for record in records}
+        if "exit" in kinds or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def test_wandb_offline_logs_metrics_config_and_grids(
     tmp_path: Path, digits_shards: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,7 +127,7 @@ def test_wandb_offline_logs_metrics_config_and_grids(
     fit(make_recipe(tmp_path, digits_shards, *SHORT, loggers), run, CPU_CTX, show=False)
     run_id = (run / "wandb-run-id").read_text().strip()
     (offline,) = (run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
-    records = _wandb_records(offline)
+    records = _finished_records(offline)
     history: dict[int, dict[str, Any]] = {}
     for record in records:
         if record.WhichOneof("record_type") == "history":
