@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from typing import Any
 
 import cvxpy as cp
@@ -260,16 +261,35 @@ def test_nash_problem_is_dpp() -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_nash_solution_satisfies_the_bargaining_equation(seed: int) -> None:
     method = NashMTL(num_tasks=5)
-    grads = random_grads(seed, k=5, p=200, shared=(0.0, 1.0)[seed % 2]).float()
-    direction = method.combine_grads(grads, torch.ones(5))
-    gram = (grads @ grads.T).double()
+    rows = random_grads(seed, k=5, p=200, shared=(0.0, 1.0)[seed % 2]).float()
+    direction = method.combine_grads(rows, torch.ones(5))
+    grads = 5 * rows.double()  # the rows are the gradients of l_i / k
+    gram = grads @ grads.T
     alpha = method.alpha.double()
     assert bool((alpha > 0).all())
     assert torch.allclose(gram @ alpha, 1 / alpha, rtol=1e-3)
     assert int(method.solver_failures) == 0
-    assert torch.allclose(direction, method.alpha @ grads)
-    # Every cluster gets the inner product 1 / alpha_i with the update.
-    assert torch.allclose((grads @ direction).double(), 1 / alpha, rtol=1e-3)
+    assert torch.allclose(direction, method.alpha @ rows)
+    # Every cluster loss gets the inner product (1 / alpha_i) / k with the update.
+    assert torch.allclose(grads @ direction.double(), 1 / alpha / 5, rtol=1e-3)
+
+
+@pytest.mark.parametrize("k", [2, 5, 8])
+def test_nash_update_has_the_authors_norm(k: int) -> None:
+    """Navon et al.'s update is ``grad of sum_i alpha_i l_i / k``: norm ``1 / sqrt(k)``, so
+    their clip at 1 does not fire on a solve step (ours was ``sqrt(k)``, clipped every step)."""
+    for seed in range(4):
+        rows = random_grads(seed, k=k, p=300, shared=0.5)
+        method = NashMTL(num_tasks=k)
+        direction = method.combine_grads(rows, torch.ones(k))
+        norm = float(direction.norm())
+        assert norm == pytest.approx(1 / math.sqrt(k), rel=2e-3)
+        assert norm < method.max_grad_norm
+        # The authors' recipe from scratch: solve on the g_i, update (sum_i alpha_i g_i) / k.
+        grads = k * rows
+        reference = NashMTL(num_tasks=k).solve(grads @ grads.T)
+        assert reference is not None
+        torch.testing.assert_close(direction, (reference @ grads) / k, rtol=1e-6, atol=1e-9)
 
 
 def test_nash_weights_of_orthogonal_gradients_are_inverse_norms() -> None:
@@ -277,7 +297,8 @@ def test_nash_weights_of_orthogonal_gradients_are_inverse_norms() -> None:
     grads = torch.diag(norms) @ torch.eye(4, 7)
     method = NashMTL(num_tasks=4)
     method.combine_grads(grads, torch.ones(4))
-    assert torch.allclose(method.alpha, 1 / norms, rtol=1e-3)
+    # Rows are gradients of l_i / k: the cluster losses' gradients have norms 4 * norms.
+    assert torch.allclose(method.alpha, 1 / (4 * norms), rtol=1e-3)
     assert torch.allclose(method.task_weights(), (1 / norms) / (1 / norms).sum(), rtol=1e-3)
 
 

@@ -23,13 +23,17 @@ start need not be feasible) the ``1 / (M alpha')_i`` term is dropped, which keep
 positive on the feasible set. In practice the first problem usually already makes every
 constraint tight and the procedure stops after one solve.
 
-As in the authors' setup (method-notes Sec. 3), ``G^T G`` is normalised by its Frobenius norm
-``n`` before solving; ``alpha_hat`` solving ``(M / n) alpha_hat = 1 / alpha_hat`` maps back to
-``alpha = alpha_hat / sqrt(n)``. The weights are recomputed every ``update_every`` steps and
-reused in between through the loss ``sum_i alpha_i l_i / k``, whose gradient is the update ``sum_i
-alpha_i row_i`` of the solve steps (rows are gradients of ``l_i / k``). The size of the Nash
-update does not follow the size of the gradients (scaling every ``g_i`` by ``s`` scales ``alpha``
-by ``1 / s``); as the authors do, the method clips the gradient norm (``max_norm``).
+As in the authors' setup (method-notes Sec. 3), ``alpha`` is solved on the Gram matrix of the
+cluster-loss gradients ``g_i = grad l_i``, normalised by its Frobenius norm ``n``:
+``alpha_hat`` solving ``(M / n) alpha_hat = 1 / alpha_hat`` maps back to
+``alpha = alpha_hat / sqrt(n)``. The trainer's rows are the gradients of ``l_i / k``, so
+``M = k^2 R R^T`` for the Gram matrix ``R R^T`` of the rows. The update is the authors':
+the gradient of ``sum_i alpha_i l_i / k``, i.e. ``sum_i alpha_i row_i = (sum_i alpha_i g_i) / k``.
+At the solution ``||sum_i alpha_i g_i||^2 = alpha^T M alpha = k``, so the update has norm
+``1 / sqrt(k)`` whatever the gradients' size (scaling every ``g_i`` by ``s`` scales ``alpha`` by
+``1 / s``), and the authors' gradient-norm clip at ``max_norm = 1`` only guards the steps
+between solves. The weights are recomputed every ``update_every`` steps and reused in between
+through the same loss.
 """
 
 from __future__ import annotations
@@ -184,16 +188,17 @@ class NashMTL(GradientMethod):
         return (self.alpha.to(losses.dtype) * losses).sum() / self.num_tasks
 
     def combine_gram(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """Solve for ``alpha`` on ``G G^T`` (the one host synchronisation); the update is
-        ``sum_i alpha_i row_i``."""
-        alpha = self.solve(gram.double().cpu())
+        """Solve for ``alpha`` on the Gram matrix of the ``g_i``, ``k^2`` times that of the rows
+        (the one host synchronisation); the update is ``sum_i alpha_i row_i``."""
+        alpha = self.solve(gram.double().cpu() * self.num_tasks**2)
         if alpha is not None:
             self.alpha.copy_(alpha)
         return self.alpha.double()
 
     def solve(self, gram: torch.Tensor) -> torch.Tensor | None:
-        """The bargaining ``alpha`` for the CPU Gram matrix ``gram``, or ``None`` when there is
-        none to take (a failure, or gradients that are not finite or all zero)."""
+        """The bargaining ``alpha`` (``gram @ alpha = 1 / alpha``) for the CPU Gram matrix
+        ``gram`` of the ``g_i``, or ``None`` when there is none to take (a failure, or gradients
+        that are not finite or all zero)."""
         scale = torch.linalg.matrix_norm(gram)
         if not bool(torch.isfinite(scale)):
             logger.debug("Nash-MTL: non-finite per-cluster gradients; keeping the weights")
