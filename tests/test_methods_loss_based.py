@@ -66,7 +66,7 @@ def test_adam_step_matches_torch_adam() -> None:
 
 
 def test_famo_moves_weight_to_the_slowly_improving_task() -> None:
-    method = FAMO(num_tasks=2)
+    method = FAMO(num_tasks=2, delta="cross_batch")
     for losses in two_task_losses(100):
         method.observe(losses)
     z = method.task_weights()
@@ -75,8 +75,57 @@ def test_famo_moves_weight_to_the_slowly_improving_task() -> None:
     assert method.param_groups() == [] and not list(method.parameters())
 
 
+def _regression_weights(delta: str, seed: int, steps: int = 2000) -> torch.Tensor:
+    """FAMO's weights after ``steps`` SGD steps on three noisy regression tasks sharing one
+    linear model, the third target largest (a fresh batch each step, like diffusion training)."""
+    gen = torch.Generator().manual_seed(seed)
+    k, d, n = 3, 8, 16
+    targets = torch.randn(k, d, generator=gen) * torch.tensor([0.5, 1.0, 2.0])[:, None]
+    w = torch.zeros(d, requires_grad=True)
+    method = FAMO(num_tasks=k, delta=delta)
+    optimizer = torch.optim.SGD([w], lr=0.01)
+    for _ in range(steps):
+        x = torch.randn(n, d, generator=gen)
+        y = targets @ x.T + torch.randn(k, n, generator=gen)
+        losses = ((x @ w)[None] - y).pow(2).mean(1)
+        optimizer.zero_grad()
+        method(losses).backward()
+        optimizer.step()
+        if method.reevaluates_batch:
+            with torch.no_grad():
+                after = ((x @ w)[None] - y).pow(2).mean(1)
+            method.observe_update(losses.detach(), after)
+        else:
+            method.observe(losses.detach())
+    return method.task_weights()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_famo_same_batch_moves_the_weights_where_cross_batch_does_not(seed: int) -> None:
+    """The loss change of one update, measured on the next batch, is buried in the change of
+    batch (and telescopes over steps): the weights stay uniform. Measured on the same batch,
+    as the authors do, it moves them to the task that improves least per update."""
+    same = _regression_weights("same_batch", seed)
+    cross = _regression_weights("cross_batch", seed)
+    assert float(same[2]) > 0.5
+    assert float((cross - 1 / 3).abs().max()) < 0.04
+
+
+def test_famo_defaults_are_the_reference_versions() -> None:
+    method = FAMO(num_tasks=4)
+    assert (method.delta, method.reevaluates_batch, method.max_grad_norm) == (
+        "same_batch",
+        True,
+        1.0,
+    )
+    assert not FAMO(num_tasks=4, delta="cross_batch").reevaluates_batch
+    assert FAMO(num_tasks=4, max_norm=None).max_grad_norm is None
+    with pytest.raises(ValueError, match="delta must be one of same_batch, cross_batch"):
+        FAMO(num_tasks=4, delta="sometimes")
+
+
 def test_famo_first_observation_only_records_the_losses() -> None:
-    method = FAMO(num_tasks=2)
+    method = FAMO(num_tasks=2, delta="cross_batch")
     method.observe(torch.tensor([1.0, 2.0]))
     assert torch.equal(method.logits, torch.zeros(2))
     assert torch.equal(method.previous, torch.tensor([1.0, 2.0]))
@@ -84,10 +133,10 @@ def test_famo_first_observation_only_records_the_losses() -> None:
 
 def test_famo_state_dict_round_trip_continues_identically() -> None:
     sequence = two_task_losses(40)
-    method = FAMO(num_tasks=2)
+    method = FAMO(num_tasks=2, delta="cross_batch")
     for losses in sequence[:20]:
         method.observe(losses)
-    restored = FAMO(num_tasks=2)
+    restored = FAMO(num_tasks=2, delta="cross_batch")
     restored.load_state_dict(round_trip(method))
     for losses in sequence[20:]:
         method.observe(losses)

@@ -208,3 +208,36 @@ def test_every_method_trains_and_resumes_exactly(
             assert _same(value, resumed.weighting.state_dict()[key]), key
     kind, name = component.split(".name=")
     assert registry(kind).get(name).name == name
+
+
+@pytest.mark.parametrize(
+    "options",
+    [(), ("train.grad_accum=2",), ("train.conflict_every=1",)],
+    ids=["plain", "accumulated", "task-grads"],
+)
+def test_famo_same_batch_re_evaluates_the_very_batch(tmp_path: Path, options: tuple) -> None:
+    """With a zero learning rate the update changes nothing, so the same batch evaluated again
+    (same noise, timesteps, labels and label dropout) has the same losses and FAMO's logits do
+    not move; the losses of the next batch differ, so with ``cross_batch`` they do."""
+    base = ("method.name=famo", "model.class_dropout=0.5", *options)
+    logits, streams = {}, []
+    for delta in ("same_batch", "cross_batch"):
+        step = _step(make_recipe(tmp_path, *base, f"method.delta={delta}"))
+        for group in step.optimizer.param_groups:
+            group["lr"] = 0.0
+        torch.manual_seed(0)
+        with torch.no_grad():  # off adaLN-zero, so that labels and their dropout matter
+            for param in step.model.parameters():
+                param.add_(0.1 * torch.randn_like(param))
+        for seed in range(3):
+            x0, y, t, cluster, noise = _batch(seed, 16, 4)
+            step.update(x0, y, t, cluster, noise, measure=False)
+        assert step.method.steps == (3 if delta == "same_batch" else 2)
+        logits[delta] = step.method.logits.clone()
+        streams.append(torch.get_rng_state())
+    # The re-evaluation leaves the trainer's random stream as the pass left it.
+    assert torch.equal(streams[0], streams[1])
+    exact = options == ()
+    limit = 0.0 if exact else 1e-5
+    assert float(logits["same_batch"].abs().max()) <= limit
+    assert float(logits["cross_batch"].abs().max()) > 1e-3

@@ -70,11 +70,22 @@ class Method(nn.Module):
         """The current weight of each cluster (shape ``[k]``), for logging."""
         return torch.full((self.num_tasks,), 1.0 / self.num_tasks)
 
+    reevaluates_batch: bool = False
+    """Whether the trainer re-evaluates the step's batch after the update (one no-grad forward of
+    the updated model on the same noised inputs, timesteps, labels and label dropout) and calls
+    :meth:`observe_update` instead of :meth:`observe`."""
+
     def observe(self, losses: torch.Tensor) -> None:
         """Called after each update with the step's per-cluster losses (detached, rank-averaged).
 
         Only called for methods that set ``observes_losses``; the default does nothing.
         """
+
+    def observe_update(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        """Called after each update, for methods that set ``observes_losses`` and
+        ``reevaluates_batch``, with the per-cluster losses of the same batch before and after it
+        (detached, rank-averaged)."""
+        raise NotImplementedError
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """Extra scalars to log (e.g. solver failures), as tensors; read only when logging."""

@@ -8,12 +8,14 @@ mean). After each update it moves ``xi`` so that the tasks whose log loss fell l
 weight: with ``delta_i = log l_i(before) - log l_i(after)``, the gradient of ``xi`` is
 ``J_softmax(xi)^T delta``, applied by Adam with weight decay.
 
-Deviation from the reference version, on purpose: there the "after" losses come from an extra
-no-grad forward pass on the same batch after the update (about a third of a step more). Here
-``observe`` uses the losses of two consecutive steps, i.e. of different batches: the cost stays at
-O(k) per step, and under stratified sampling each cluster's timesteps follow the same distribution
-at every step, so the difference estimates the same change of the cluster losses, with the added
-noise of the batch change. ``xi`` is updated one step later than in the reference version.
+The "after" losses come, as in the reference version, from the same batch re-evaluated after
+the update (``delta="same_batch"``, the default): the trainer runs one extra no-grad forward of
+the updated model on the step's noised inputs, timesteps, labels and label dropout (about a
+third of a step more) and calls :meth:`FAMO.observe_update`. ``delta="cross_batch"`` takes the
+losses of two consecutive steps instead, which come from different batches: no extra forward, but
+the change of batch adds noise that, on diffusion losses, drowns the effect of one update (the
+weights then barely move; docs/methods.md), and ``xi`` is updated one step later. As in the
+reference version, the model's gradient norm is clipped at ``max_norm`` (1.0).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ LOSS_FLOOR = 1e-8
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+
+DELTAS = ("same_batch", "cross_batch")
+"""Where FAMO's loss change comes from: the same batch after the update, or the next batch."""
 
 
 def famo_objective(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -85,10 +90,10 @@ def adam_step(
 class FAMO(LossMethod):
     """Fast Adaptive Multitask Optimization of the cluster losses (Liu et al. 2023).
 
-    The logits, their Adam moments and the previous step's losses are buffers and the step
-    counters extra state, so checkpoints hold them; none of them is a parameter of the model's
-    optimizer. ``observe`` and ``combine`` run on the device without reading values back.
-    ``task_weights`` are the softmax weights ``z``.
+    The logits, their Adam moments and the previous step's losses (``cross_batch``) are buffers
+    and the step counters extra state, so checkpoints hold them; none of them is a parameter of
+    the model's optimizer. ``observe``, ``observe_update`` and ``combine`` run on the device
+    without reading values back. ``task_weights`` are the softmax weights ``z``.
     """
 
     observes_losses = True
@@ -97,14 +102,28 @@ class FAMO(LossMethod):
     exp_avg_sq: torch.Tensor
     previous: torch.Tensor
 
-    def __init__(self, num_tasks: int, lr: float = 0.025, weight_decay: float = 1e-3) -> None:
+    def __init__(
+        self,
+        num_tasks: int,
+        lr: float = 0.025,
+        weight_decay: float = 1e-3,
+        delta: str = "same_batch",
+        max_norm: float | None = 1.0,
+    ) -> None:
         super().__init__(num_tasks)
         if not lr > 0.0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not weight_decay >= 0.0:
             raise ValueError(f"weight_decay must be non-negative, got {weight_decay}")
+        if delta not in DELTAS:
+            raise ValueError(f"FAMO's delta must be one of {', '.join(DELTAS)}, got '{delta}'")
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"FAMO's max_norm must be positive or null, got {max_norm}")
         self.lr = lr
         self.weight_decay = weight_decay
+        self.delta = delta
+        self.reevaluates_batch = delta == "same_batch"
+        self.max_grad_norm = max_norm
         for name in ("logits", "exp_avg", "exp_avg_sq", "previous"):
             self.register_buffer(name, torch.zeros(num_tasks))
         self.steps = 0
@@ -114,25 +133,35 @@ class FAMO(LossMethod):
         return famo_objective(losses, torch.softmax(self.logits, dim=0))
 
     def observe(self, losses: torch.Tensor) -> None:
-        """Update the logits from the previous and these losses, then remember these."""
+        """``cross_batch``: update the logits from the previous step's and these losses, then
+        remember these."""
         losses = losses.detach().to(self.previous.dtype)
         if self.has_previous:
-            self.steps += 1
-            grad = famo_logit_gradient(self.logits, self.previous, losses)
-            logits, exp_avg, exp_avg_sq = adam_step(
-                self.logits,
-                grad,
-                self.exp_avg,
-                self.exp_avg_sq,
-                self.steps,
-                self.lr,
-                self.weight_decay,
-            )
-            self.logits.copy_(logits)
-            self.exp_avg.copy_(exp_avg)
-            self.exp_avg_sq.copy_(exp_avg_sq)
+            self._step_logits(self.previous, losses)
         self.previous.copy_(losses)
         self.has_previous = True
+
+    def observe_update(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        """``same_batch``: update the logits from the batch's losses before and after the
+        update (Alg. 1, the step on xi)."""
+        dtype = self.logits.dtype
+        self._step_logits(before.detach().to(dtype), after.detach().to(dtype))
+
+    def _step_logits(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        self.steps += 1
+        grad = famo_logit_gradient(self.logits, before, after)
+        logits, exp_avg, exp_avg_sq = adam_step(
+            self.logits,
+            grad,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self.steps,
+            self.lr,
+            self.weight_decay,
+        )
+        self.logits.copy_(logits)
+        self.exp_avg.copy_(exp_avg)
+        self.exp_avg_sq.copy_(exp_avg_sq)
 
     def task_weights(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)

@@ -196,6 +196,8 @@ class TrainStep:
         x_t = self.diffusion.q_sample(x0, t, noise)
         self.optimizer.zero_grad(set_to_none=True)
         method = self.method
+        reevaluate = method.observes_losses and method.reevaluates_batch
+        rng = _rng_state(x0.device) if reevaluate else None
         every = self.conflict_every
         watch = every is not None and self.steps_done % every == 0
         batch = Batch(x0, x_t, t, labels, noise, cluster)
@@ -242,9 +244,14 @@ class TrainStep:
             update_ema(self.ema, unwrap(self.model), self.ema_decay)
             if method.observes_losses:
                 observed = cluster_means(per_sample, cluster, k)
+                if rng is not None:
+                    observed = torch.stack([observed, self._losses_after_update(outcome, rng)])
                 if self.world_size > 1:
                     dist.all_reduce(observed, op=dist.ReduceOp.AVG)
-                method.observe(observed)
+                if rng is not None:
+                    method.observe_update(observed[0], observed[1])
+                else:
+                    method.observe(observed)
         extra = {f"method/{key}": value for key, value in method.metrics().items()}
         if self.weighting is not None:
             extra |= {f"weighting/{key}": value for key, value in self.weighting.metrics().items()}
@@ -273,6 +280,22 @@ class TrainStep:
             return torch.isfinite(grad_norm)
         total = torch.nn.utils.get_total_norm(grads)
         return torch.isfinite(total if grad_norm is None else total + grad_norm)
+
+    @torch.no_grad()
+    def _losses_after_update(self, outcome: Outcome, rng: torch.Tensor) -> torch.Tensor:
+        """The k cluster means of the step's batch under the updated model: its parts forwarded
+        in the order of the step's pass, from the random state the pass started with, so each
+        sample gets the same label dropout (exactly so for one plain or grouped pass; ``vmap``
+        draws its own); the trainer's random stream is left as it was."""
+        module = unwrap(self.model)
+        device = outcome.cluster.device
+        total = sum(part.x0.shape[0] for part in outcome.parts)
+        per_samples = []
+        with _forked_rng(device, rng):
+            for part in outcome.parts:
+                per_sample, _ = self._forward_losses(module, part, total)
+                per_samples.append(per_sample)
+        return cluster_means(torch.cat(per_samples), outcome.cluster, self.clusters.k)
 
     def micro_batches(self, batch: Batch) -> list[Batch]:
         """The ``grad_accum`` micro-batches of a local batch, each stratified like the whole.
@@ -317,7 +340,7 @@ class TrainStep:
         per_sample, losses = self._forward_losses(self.model, batch, batch.x0.shape[0])
         total = self.method(losses)
         self._backward(total)
-        return Outcome(per_sample.detach(), batch.cluster, total.detach())
+        return Outcome(per_sample.detach(), batch.cluster, total.detach(), [batch])
 
     def _accumulated_loss_backward(self, batch: Batch) -> Outcome:
         """Gradient accumulation for a method whose ``combine`` is affine in the losses.
@@ -347,7 +370,7 @@ class TrainStep:
         if objective.requires_grad:
             self._backward(objective)
         clusters = torch.cat([part.cluster for part in micro])
-        return Outcome(torch.cat(per_samples), clusters, objective.detach())
+        return Outcome(torch.cat(per_samples), clusters, objective.detach(), micro)
 
     def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager[None]:
         """DDP's ``no_sync`` while ``skip`` (micro-batches before the last), else nothing."""
@@ -363,7 +386,8 @@ class TrainStep:
         into ``.grad``; others get the ``[k, P]`` rows (divided by the fp16 loss scale, which
         their direction is multiplied by again, so the GradScaler still skips overflows).
         """
-        grads = self.task_gradients(batch)
+        micro = self.task_parts(batch)
+        grads = self.task_gradients(micro)
         if method.uses_gram():
             coefficients = method.combine_gram(grads.gram(), grads.losses)
             direction = coefficients.to(grads.rows.dtype) @ grads.rows
@@ -374,7 +398,7 @@ class TrainStep:
             if scale is not None:
                 direction = direction * scale
         assign_grads(grads.params, direction)
-        return Outcome(grads.per_sample, grads.cluster, grads.losses.mean(), grads)
+        return Outcome(grads.per_sample, grads.cluster, grads.losses.mean(), micro, grads)
 
     def _loss_update_from_task_grads(self, batch: Batch) -> Outcome:
         """A loss method's update from per-cluster gradients (conflict steps, or accumulation of
@@ -385,7 +409,8 @@ class TrainStep:
         gradient ``sum_i w_i grad l_i`` is ``sum_i (k w_i) g_i`` over the rows ``g_i`` (gradients
         of ``l_i / k``).
         """
-        grads = self.task_gradients(batch)
+        micro = self.task_parts(batch)
+        grads = self.task_gradients(micro)
         losses = grads.losses.detach().clone().requires_grad_()
         total = self.method(losses)
         self._backward(total)
@@ -393,22 +418,27 @@ class TrainStep:
             raise RuntimeError(f"method {type(self.method).__name__}: combine ignores the losses")
         direction = (self.clusters.k * losses.grad).to(grads.rows.dtype) @ grads.rows
         assign_grads(grads.params, direction)
-        return Outcome(grads.per_sample, grads.cluster, total.detach(), grads)
+        return Outcome(grads.per_sample, grads.cluster, total.detach(), micro, grads)
 
-    def task_gradients(self, batch: Batch) -> TaskGradients:
-        """The k per-cluster gradients of the local batch, averaged over ranks.
+    def task_parts(self, batch: Batch) -> list[Batch]:
+        """The micro-batches :meth:`task_gradients` takes, in its order (grouped gradients of
+        uniformly sampled timesteps need the samples sorted by cluster)."""
+        if self.task_grads == "grouped" and self.sampling != "stratified":
+            batch = batch.select(torch.argsort(batch.cluster, stable=True))
+        return self.micro_batches(batch)
+
+    def task_gradients(self, micro: list[Batch]) -> TaskGradients:
+        """The k per-cluster gradients of the local batch's parts ``micro``
+        (:meth:`task_parts`), averaged over ranks.
 
         Row i of ``rows`` is the gradient of ``l_i / k`` (times the fp16 loss scale, if any),
         summed over the micro-batches, computed on the plain module by ``task_grads``.
         """
         k = self.clusters.k
         module = unwrap(self.model)
-        device = batch.x0.device
+        device = micro[0].x0.device
         scale = None if self.scaler is None else self.scaler.scale(torch.ones((), device=device))
-        size = batch.x0.shape[0]
-        if self.task_grads == "grouped" and self.sampling != "stratified":
-            batch = batch.select(torch.argsort(batch.cluster, stable=True))
-        micro = self.micro_batches(batch)
+        size = sum(part.x0.shape[0] for part in micro)
         clusters = torch.cat([part.cluster for part in micro])
         per_samples: list[torch.Tensor] = []
         losses = torch.zeros(k, device=device)
@@ -521,12 +551,36 @@ class Batch:
 @dataclass
 class Outcome:
     """What a backward pass of a step left: per-sample losses with their clusters (in the order
-    the pass saw them), the objective, and the per-cluster gradients if it computed them."""
+    the pass saw them), the objective, the parts of the batch it forwarded (in that order), and
+    the per-cluster gradients if it computed them."""
 
     per_sample: torch.Tensor
     cluster: torch.Tensor
     objective: torch.Tensor
+    parts: list[Batch]
     grads: TaskGradients | None = None
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the generator that ``device``'s random draws use (a host copy)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state()
+
+
+@contextlib.contextmanager
+def _forked_rng(device: torch.device, state: torch.Tensor) -> Iterator[None]:
+    """Draw from ``state`` inside the block, and continue afterwards as if nothing was drawn."""
+    cuda = device.type == "cuda"
+    devices = []
+    if cuda:
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        if cuda:
+            torch.cuda.set_rng_state(state, device)
+        else:
+            torch.set_rng_state(state)
+        yield
 
 
 def unwrap(model: nn.Module) -> nn.Module:
