@@ -87,3 +87,12 @@ def test_ant_runs_lists_trained_runs_with_their_last_step_and_loss(
     missing = run_ant("runs", str(tmp_path / "nowhere"))
     assert missing.returncode == 2
     assert_one_line_error(missing.stderr, "nowhere is not a folder")
+
+
+def test_plugins_lists_the_options_a_recipe_can_set() -> None:
+    result = CliRunner().invoke(cli, ["plugins", "--kind", "model", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row["options"] for row in json.loads(result.output)}
+    assert "routing" in rows["DiT-L/2"].split(", ")
+    assert "learn_sigma" not in rows["DiT-L/2"], "ant passes it from diffusion.learn_sigma"
+    assert "routing" not in rows["ADM-T"]

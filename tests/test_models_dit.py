@@ -31,6 +31,7 @@ FACTORY_OPTIONS = {
     "class_dropout",
     "learn_sigma",
     "freq_shift",
+    "routing",
 }
 
 

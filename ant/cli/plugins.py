@@ -1,4 +1,5 @@
-"""``ant plugins``: what is installed, of which kind, from which distribution."""
+"""``ant plugins``: what is installed, of which kind, from which distribution, with the
+options a recipe can set for it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ant.core.plugins import KINDS, registry
+from ant.core.registry import Entry
+from ant.recipe.validate import INJECTED
 
 COMMAND_KIND = "command"
 
@@ -25,6 +28,7 @@ def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
                 "name": entry.name,
                 "distribution": entry.distribution,
                 "description": entry.description,
+                "options": options(entry, each),
             }
             for entry in registry(each)
         )
@@ -38,9 +42,19 @@ def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
                     "name": name,
                     "distribution": providers[name],
                     "description": command.get_short_help_str(limit=80),
+                    "options": "",
                 }
             )
     return rows
+
+
+def options(entry: Entry, kind: str) -> str:
+    """The keys a recipe can set for ``entry`` (its factory's keyword options, less those ant
+    passes itself), or ``any`` for a factory that takes ``**kwargs``."""
+    if entry.accepts_any_option():
+        return "any"
+    injected = INJECTED.get(kind, frozenset())
+    return ", ".join(name for name in entry.parameters() if name not in injected)
 
 
 @click.command("plugins")
@@ -52,7 +66,7 @@ def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins_command(ctx: click.Context, kind: str | None, as_json: bool) -> None:
-    """List installed components: kind, name, providing distribution, description."""
+    """List installed components: kind, name, distribution, description, recipe options."""
     root = ctx.find_root().command
     assert isinstance(root, click.Group)
     rows = plugin_rows(root, kind)
@@ -60,8 +74,10 @@ def plugins_command(ctx: click.Context, kind: str | None, as_json: bool) -> None
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="ant plugins")
-    for column in ("kind", "name", "distribution", "description"):
+    for column in ("kind", "name", "distribution", "description", "options"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["distribution"], row["description"])
+        table.add_row(
+            *(row[key] for key in ("kind", "name", "distribution", "description")), row["options"]
+        )
     Console().print(table)

@@ -41,6 +41,11 @@ def method_objective(method: str, objective: str) -> tuple[str, ...]:
     )
 
 
+DTR = ("model.routing.ratio=0.8", "model.routing.alpha=4.0")
+"""Denoising Task Routing as released (Park et al. 2024): 80% of the channels, alpha 4."""
+
+MINSNR = ("weighting.name=minsnr", "weighting.gamma=5.0")
+
 CATALOGUE: dict[str, tuple[str, ...]] = {
     # Vanilla draws timesteps uniformly and averages the clusters plainly; the clusters only
     # label its per-cluster losses in metrics.jsonl.
@@ -48,11 +53,20 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
     # Min-SNR-5 weighting (Hang et al. 2023) inside plain vanilla training: the paper's baseline.
     "minsnr": (
         "method.name=vanilla",
-        "weighting.name=minsnr",
-        "weighting.gamma=5.0",
+        *MINSNR,
         "clustering.objective=timestep",
         f"clustering.k={K}",
     ),
+    # Denoising Task Routing (Park et al. 2024) alone, with Min-SNR, and with ANT-UW.
+    "dtr": (*method_objective("vanilla", "timestep"), *DTR),
+    "minsnr-dtr": (
+        "method.name=vanilla",
+        *MINSNR,
+        "clustering.objective=timestep",
+        f"clustering.k={K}",
+        *DTR,
+    ),
+    "uw-timestep-dtr": (*method_objective("uw", "timestep"), *DTR),
     "uw-timestep": method_objective("uw", "timestep"),
     "uw-snr": method_objective("uw", "snr"),
     "uw-gradient": method_objective("uw", "gradient"),
@@ -73,6 +87,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     ),
     # Table 2 of Go et al. (2023): DiT-L/2 on ImageNet-256.
     "paper-imagenet": ("vanilla", "minsnr", "uw-timestep"),
+    # Park et al. (2024): DTR alone and combined with Min-SNR and ANT-UW.
+    "paper-dtr": ("vanilla", "dtr", "minsnr", "minsnr-dtr", "uw-timestep", "uw-timestep-dtr"),
 }
 """Named lists of catalogued variants."""
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ant.diffusion.guidance import guide_doubled_batch
 from ant.models.embeddings import LabelEmbedder, TimestepEmbedder, sincos_pos_embed_2d
+from ant.models.routing import RoutingSpec, TaskRouting, route
 
 __all__ = ["DiT", "DiTBlock", "FinalLayer", "modulate"]
 
@@ -114,6 +115,10 @@ class DiT(nn.Module):
         freq_shift: the timestep frequencies are ``10000^(-k / (128 - freq_shift))``: 0 is the
             paper's; 1 is diffusers' ``DiTTransformer2DModel``, whose export is then exact
             (docs/export.md).
+        routing: Denoising Task Routing (:mod:`ant.models.routing`): every block sees only the
+            channels of its timestep's mask, the others are carried past it; the final layer is
+            not routed.
+            ``None`` (default) routes nothing.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class DiT(nn.Module):
         num_classes: int = 1000,
         learn_sigma: bool = True,
         freq_shift: float = 0.0,
+        routing: RoutingSpec | None = None,
     ) -> None:
         super().__init__()
         if patch_size < 1 or input_size < 1 or input_size % patch_size:
@@ -165,6 +171,7 @@ class DiT(nn.Module):
             DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.routing = TaskRouting(routing, hidden_size) if routing is not None else None
         self.initialize_weights()
 
     @property
@@ -233,8 +240,13 @@ class DiT(nn.Module):
                     raise ValueError("this DiT has no null label (class_dropout=0): pass labels y")
                 y = torch.full((batch,), null, dtype=torch.long, device=x.device)
             c = c + self.y_embedder(y)
-        for block in self.blocks:
-            h = block(h, c)
+        if self.routing is None:
+            for block in self.blocks:
+                h = block(h, c)
+        else:
+            mask = self.routing(t)
+            for block in self.blocks:
+                h = route(h, mask, block, c)
         return self.unpatchify(self.final_layer(h, c))
 
     def forward_with_cfg(

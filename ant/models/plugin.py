@@ -16,8 +16,8 @@ Micro         2      64     2      unit tests: ~0.2M params
 
 Each registered factory fixes the architecture named (depth, width, heads, patch, MLP ratio 4)
 and takes the remaining :class:`~ant.models.dit.DiT` options as keyword arguments:
-``input_size``, ``in_channels``, ``num_classes``, ``class_dropout``, ``learn_sigma`` and
-``freq_shift``. DiT is
+``input_size``, ``in_channels``, ``num_classes``, ``class_dropout``, ``learn_sigma``,
+``freq_shift`` and ``routing`` (DTR, :mod:`ant.models.routing`). DiT is
 imported only when a model is built, so loading the registry does not import timm.
 """
 
@@ -30,6 +30,7 @@ from ant.core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ant.models.dit import DiT
+    from ant.models.routing import RoutingSpec
 
 # size -> (depth, hidden_size, num_heads)
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -80,6 +81,7 @@ class DiTFactory:
         class_dropout: float = 0.1,
         learn_sigma: bool = True,
         freq_shift: float = 0.0,
+        routing: RoutingSpec | None = None,
     ) -> DiT:
         """A freshly initialised DiT of this architecture."""
         from ant.models.dit import DiT
@@ -96,6 +98,7 @@ class DiTFactory:
             num_classes=num_classes,
             learn_sigma=learn_sigma,
             freq_shift=freq_shift,
+            routing=routing,
         )
 
 

@@ -15,6 +15,7 @@ from ant.core.logbook import RunLogger
 from ant.core.plugins import registry
 from ant.diffusion import GaussianDiffusion
 from ant.methods import GradientMethod, Method, TimestepWeighting
+from ant.models.routing import RoutingSpec
 from ant.recipe import Recipe
 from ant.recipe.preflight import Preflight, check_sizes, preflight
 from ant.recipe.schema import MethodConfig, WeightingConfig
@@ -24,6 +25,10 @@ def build_model(recipe: Recipe) -> nn.Module:
     """The denoising network named by ``model.name`` with the recipe's options."""
     section = recipe.model
     options = dict(section.model_extra or {})
+    if section.routing is not None:
+        options["routing"] = RoutingSpec(
+            section.routing.ratio, section.routing.alpha, recipe.diffusion.timesteps
+        )
     try:
         return registry("model").build(
             section.name,

@@ -24,6 +24,17 @@ class PluginSection(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
+class RoutingConfig(Section):
+    """Denoising Task Routing (Park et al. 2024): a fixed channel mask per timestep."""
+
+    ratio: float = Field(
+        0.8, gt=0.0, le=1.0, description="share of the hidden channels each timestep uses"
+    )
+    alpha: float = Field(
+        4.0, gt=0.0, description="the window slides as (t / (T - 1))^alpha over the channels"
+    )
+
+
 class ModelConfig(PluginSection):
     """The denoising network (a ``model`` plugin) and the shape of its input."""
 
@@ -41,6 +52,11 @@ class ModelConfig(PluginSection):
     )
     init_strict: bool = Field(
         True, description="refuse a checkpoint whose keys or shapes differ; false: load what fits"
+    )
+    routing: RoutingConfig | None = Field(
+        None,
+        description="Denoising Task Routing, e.g. {ratio: 0.8, alpha: 4.0}; null: none "
+        "(docs/models.md)",
     )
     init_format: Literal["auto", "ant", "dit", "adm", "adm-new-attention"] = Field(
         "auto",

@@ -89,6 +89,12 @@ def check_plugins(recipe: Recipe, raw: RawRecipe) -> None:
     """Every component the recipe names exists, and its options fit its signature."""
     model = _entry("model", recipe.model.name, "model.name", raw)
     check_options(model, recipe.model, "model", raw, INJECTED["model"])
+    if recipe.model.routing is not None and "routing" not in model.parameters():
+        raise AntError(
+            f"{raw.source_of(['model', 'routing'])}: model.routing: model '{recipe.model.name}' "
+            "has no task routing (DTR routes the channels of DiT blocks, docs/models.md): use a "
+            "DiT, or set model.routing=null"
+        )
     objective = _entry("objective", recipe.clustering.objective, "clustering.objective", raw)
     check_options(objective, recipe.clustering, "clustering", raw, INJECTED["objective"])
     method = _entry("method", recipe.method.name, "method.name", raw)
