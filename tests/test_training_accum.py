@@ -10,6 +10,7 @@ import torch
 from ant.core.errors import AntError
 from ant.training.loop import fit
 from ant.training.step import Batch
+from ant.training.timesteps import ChunkLayout
 from tests.test_methods_training import (
     CPU_CTX,
     _batch,
@@ -104,3 +105,45 @@ def test_training_with_accumulation_resumes_exactly(tmp_path: Path, digits_shard
     resumed = fit(recipe, tmp_path / "split", CPU_CTX, resume=True, show=False)
     assert torch.equal(_weights(whole), _weights(resumed))
     assert whole.steps_done == 6
+
+
+@pytest.mark.parametrize("method", ["uw", "famo", "pcgrad"])
+def test_proportional_micro_batches_equal_one_pass_over_the_same_chunks(
+    tmp_path: Path, method: str
+) -> None:
+    """Log-SNR clusters of unequal width, proportional chunks: two micro-batches give the
+    update of one pass over a batch of the same composition (the whole step is handed the
+    split step's chunks), grouped per-cluster gradients equal k backward passes."""
+    base = (f"method.name={method}", "clustering.objective=snr", "clustering.sampling=proportional")
+    split = _step(make_recipe(tmp_path, *base, "train.grad_accum=2"))
+    whole = _step(make_recipe(tmp_path, *base))
+    backward = _step(
+        make_recipe(tmp_path, *base, "train.grad_accum=2", "train.task_grads=backward")
+    )
+    layout = split.layout(16)
+    assert len(set(layout.sizes)) > 1, "unequal chunks"
+    same = ChunkLayout(
+        tuple(2 * n for n in layout.sizes), layout.cluster, layout.counts, (torch.arange(16),)
+    )
+    whole._layouts[16] = same
+    for seed in range(3):
+        x0, y, _, _, noise = _batch(seed, 16, 4)
+        torch.manual_seed(seed)
+        t, cluster = split.timesteps(16)
+        assert torch.equal(cluster, layout.cluster)
+        for step in (whole, split, backward):
+            step.update(x0, y, t, cluster, noise, measure=False)
+    assert torch.allclose(_weights(whole), _weights(split), atol=2e-6)
+    assert torch.allclose(_weights(backward), _weights(split), atol=2e-6)
+
+
+def test_proportional_sampling_refuses_vmap_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(AntError, match="needs stratified timestep sampling"):
+        _step(
+            make_recipe(
+                tmp_path,
+                "method.name=pcgrad",
+                "clustering.sampling=proportional",
+                "train.task_grads=vmap",
+            )
+        )

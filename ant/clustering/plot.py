@@ -1,15 +1,21 @@
-"""Plots of interval boundaries over the schedule's log-SNR curve (Go et al. 2023, Sec. 4.1)."""
+"""Plots of interval boundaries over the schedule's log-SNR curve (Go et al. 2023, Sec. 4.1),
+and of the timestep density each ``clustering.sampling`` gives them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ant.clustering.objectives import Clustering
+from ant.clustering.sampling import SAMPLINGS, sampling_density
 from ant.core.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 @dataclass(frozen=True)
@@ -21,8 +27,13 @@ class Panel:
     clustering: Clustering
 
 
+DENSITY_BATCH = 256
+"""The batch whose proportional chunk sizes the density row shows."""
+
+
 def plot_boundaries(path: Path, panels: Sequence[Panel], *, dpi: int = 120) -> Path:
-    """Draw each panel's log-SNR curve with its interval boundaries, side by side, to a PNG.
+    """Draw each panel's log-SNR curve with its interval boundaries, side by side, to a PNG,
+    and under it the timestep density of each sampling mode (over uniform).
 
     Intervals are shaded alternately and labelled with their inclusive ``start-end`` range;
     boundaries are drawn between the last timestep of one interval and the first of the next.
@@ -33,10 +44,11 @@ def plot_boundaries(path: Path, panels: Sequence[Panel], *, dpi: int = 120) -> P
 
     if not panels:
         raise ValueError("nothing to plot: no panels")
-    figure = Figure(figsize=(5.5 * len(panels), 4.0), layout="constrained")
+    figure = Figure(figsize=(5.5 * len(panels), 6.5), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels, strict=True):
+    grid = figure.subplots(2, len(panels), squeeze=False, height_ratios=[3, 2], sharex="col")
+    for ax, below, panel in zip(grid[0], grid[1], panels, strict=True):
+        _density_row(below, panel)
         t = np.arange(panel.log_snr.shape[0])
         ax.plot(t, panel.log_snr, color="black", linewidth=1.5)
         low, high = float(panel.log_snr.min()), float(panel.log_snr.max())
@@ -54,9 +66,22 @@ def plot_boundaries(path: Path, panels: Sequence[Panel], *, dpi: int = 120) -> P
                 fontsize=8,
             )
         ax.set_xlim(-0.5, t[-1] + 0.5)
-        ax.set_xlabel("timestep t (0-indexed)")
         ax.set_ylabel("log SNR")
         ax.set_title(panel.title, fontsize=10)
     with atomic_write(path) as handle:
         figure.savefig(handle, format="png", dpi=dpi)
     return path
+
+
+def _density_row(ax: Axes, panel: Panel) -> None:
+    """The probability of each timestep over uniform, per ``clustering.sampling`` mode."""
+    intervals = list(panel.clustering.intervals)
+    t = np.arange(panel.log_snr.shape[0])
+    styles = {"stratified": "tab:red", "proportional": "tab:green", "uniform": "0.5"}
+    for mode in SAMPLINGS:
+        density = sampling_density(intervals, mode, DENSITY_BATCH)
+        label = f"{mode} (B = {DENSITY_BATCH})" if mode == "proportional" else mode
+        ax.step(t, density, where="mid", color=styles[mode], label=label)
+    ax.set_xlabel("timestep t (0-indexed)")
+    ax.set_ylabel("density / uniform")
+    ax.legend(fontsize=8, loc="upper center")

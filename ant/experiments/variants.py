@@ -68,12 +68,20 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
     ),
     "uw-timestep-dtr": (*method_objective("uw", "timestep"), *DTR),
     "uw-timestep": method_objective("uw", "timestep"),
-    "uw-snr": method_objective("uw", "snr"),
-    "uw-gradient": method_objective("uw", "gradient"),
+    # Unequal clusters: stratified sampling (the paper's) reweights the timesteps by
+    # T / (k w_i); proportional sampling keeps them uniform (docs/clustering.md).
+    "uw-snr": (*method_objective("uw", "snr"), "clustering.sampling=stratified"),
+    "uw-gradient": (*method_objective("uw", "gradient"), "clustering.sampling=stratified"),
+    "uw-snr-proportional": (*method_objective("uw", "snr"), "clustering.sampling=proportional"),
+    "uw-gradient-proportional": (
+        *method_objective("uw", "gradient"),
+        "clustering.sampling=proportional",
+    ),
     "pcgrad-timestep": method_objective("pcgrad", "timestep"),
     "nashmtl-timestep": method_objective("nashmtl", "timestep"),
 }
-"""Named variants. ``uw-gradient`` needs a task-affinity matrix (``--affinity``)."""
+"""Named variants. ``uw-gradient`` and ``uw-gradient-proportional`` need a task-affinity
+matrix (``--affinity``)."""
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "paper-digits": (

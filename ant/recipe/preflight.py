@@ -37,6 +37,16 @@ def check_stratified_batch(local_batch: int, k: int) -> None:
         )
 
 
+def check_proportional_batch(micro_batch: int, k: int) -> None:
+    """Proportional sampling gives every cluster at least one sample of each micro-batch."""
+    if micro_batch < k:
+        raise AntError(
+            f"proportional timestep sampling needs at least one sample per cluster in every "
+            f"micro-batch, but a micro-batch has {micro_batch} samples for clustering.k={k}: "
+            "raise train.global_batch_size, or lower train.grad_accum or clustering.k"
+        )
+
+
 def check_sizes(recipe: Recipe, world_size: int) -> None:
     """The batch splits over the ranks and every cluster has a timestep."""
     train = recipe.train
@@ -87,6 +97,8 @@ def preflight(
     if sampling == "stratified":
         check_stratified_batch(local, k)
     check_grad_accum(recipe, local, k, sampling)
+    if sampling == "proportional":
+        check_proportional_batch(local // train.grad_accum, k)
     check_task_grads(recipe, method, weighting, sampling)
     span = checked_timestep_range(recipe, sampling)
     notes = []
@@ -124,7 +136,7 @@ def check_task_grads(
         if sampling != "stratified":
             raise AntError(
                 f"method '{recipe.method.name}' with train.task_grads=vmap needs stratified "
-                "timestep sampling (one batch chunk per cluster): set clustering.sampling="
+                "timestep sampling (k equal batch chunks): set clustering.sampling="
                 "stratified, or train.task_grads=grouped"
             )
         if recipe.train.compile and isinstance(method, GradientMethod):

@@ -118,7 +118,11 @@ class ClusteringConfig(PluginSection):
 
     objective: str = "uniform"
     k: int = Field(5, ge=1, description="number of timestep clusters")
-    sampling: Literal["stratified", "uniform"] = "stratified"
+    sampling: Literal["stratified", "proportional", "uniform"] = Field(
+        "stratified",
+        description="timesteps per batch: B/k per cluster (stratified), chunks proportional "
+        "to the cluster widths (proportional: uniform over t), or uniform (docs/clustering.md)",
+    )
     affinity: str | None = Field(None, description="task-affinity matrix (.npy)")
 
 

@@ -38,7 +38,9 @@ from ant.training.task_grads import (
     vmap_rows,
 )
 from ant.training.timesteps import (
+    ChunkLayout,
     ClusterTable,
+    chunked_timesteps,
     cluster_losses,
     cluster_means,
     stratified_timesteps,
@@ -112,6 +114,7 @@ class TrainStep:
     """The model's learning rate in the last update (read from the optimizer, no device sync)."""
     _grouped_grads: GroupedGrads | None = field(default=None, init=False, repr=False)
     _buffer: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _layouts: dict[int, ChunkLayout] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.precision == "fp16" and self.scaler is None:
@@ -134,9 +137,20 @@ class TrainStep:
         """Timesteps and their clusters for a local batch of size ``batch``."""
         if self.sampling == "stratified":
             return stratified_timesteps(self.clusters, batch)
+        if self.sampling == "proportional":
+            cluster = self.layout(batch).cluster
+            return chunked_timesteps(self.clusters, cluster), cluster
         return uniform_timesteps(
             self.clusters, self.diffusion.num_timesteps, batch, self.timestep_range
         )
+
+    def layout(self, batch: int) -> ChunkLayout:
+        """The proportional chunks of a local batch of ``batch`` samples (built once)."""
+        found = self._layouts.get(batch)
+        if found is None:
+            found = ChunkLayout.proportional(self.clusters, batch, self.grad_accum)
+            self._layouts[batch] = found
+        return found
 
     def per_sample_loss(
         self,
@@ -301,13 +315,16 @@ class TrainStep:
         """The ``grad_accum`` micro-batches of a local batch, each stratified like the whole.
 
         Under stratified sampling micro-batch m takes the m-th ``1 / grad_accum`` of every
-        cluster's chunk, so it is k equal chunks again; under uniform sampling it takes the m-th
+        cluster's chunk, so it is k equal chunks again; under proportional sampling the m-th
+        ``n_i`` of every chunk (:class:`ChunkLayout`); under uniform sampling the m-th
         contiguous slice.
         """
         parts = self.grad_accum
         if parts == 1:
             return [batch]
         size = batch.x0.shape[0]
+        if self.sampling == "proportional":
+            return [batch.select(index) for index in self.layout(size).micro]
         if self.sampling == "stratified":
             k = self.clusters.k
             chunk, share = size // k, size // (k * parts)
@@ -326,7 +343,10 @@ class TrainStep:
             output = model(batch.x_t, batch.t, batch.labels)
         per_sample = self.per_sample_loss(output, batch.x0, batch.x_t, batch.t, batch.noise)
         k = self.clusters.k
-        share = cluster_losses(per_sample, batch.cluster, k) * (per_sample.shape[0] / total)
+        if self.sampling == "proportional":
+            share = cluster_losses(per_sample, batch.cluster, k, self.layout(total).counts)
+        else:
+            share = cluster_losses(per_sample, batch.cluster, k) * (per_sample.shape[0] / total)
         return per_sample, share
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -422,8 +442,9 @@ class TrainStep:
 
     def task_parts(self, batch: Batch) -> list[Batch]:
         """The micro-batches :meth:`task_gradients` takes, in its order (grouped gradients of
-        uniformly sampled timesteps need the samples sorted by cluster)."""
-        if self.task_grads == "grouped" and self.sampling != "stratified":
+        uniformly sampled timesteps need the samples sorted by cluster; proportional chunks
+        are sorted already)."""
+        if self.task_grads == "grouped" and self.sampling == "uniform":
             batch = batch.select(torch.argsort(batch.cluster, stable=True))
         return self.micro_batches(batch)
 
@@ -456,6 +477,8 @@ class TrainStep:
             for part in micro:
                 if self.sampling == "stratified":
                     layout = GroupLayout.chunks(k, part.x0.shape[0], device)
+                elif self.sampling == "proportional":
+                    layout = GroupLayout(self.layout(size).sizes, part.cluster)
                 else:
                     layout = GroupLayout.sorted(part.cluster, k)
                 with grouped.capture(sink, layout):

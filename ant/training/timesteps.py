@@ -1,10 +1,21 @@
 """Timestep sampling and per-cluster losses (ANT, Go et al. 2023, Sec. 4 and Appendix).
 
-Stratified sampling splits the local batch into k equal contiguous chunks; chunk i draws t
-uniformly inside cluster i, so every cluster gets B/k samples on every rank. Uniform sampling draws
-t uniformly from 0..T-1. In both cases the per-cluster loss is ``l_i = (k / B) * sum_{t_b in I_i}
-loss_b``: with stratified sampling that is the mean over chunk i; with uniform sampling it weights
-each cluster's mean by its share of the batch, so that ``mean_i l_i`` is the plain batch mean.
+Three ways to draw the timesteps of a local batch of B samples over k clusters of widths w_i
+(``clustering.sampling``):
+
+* **stratified** (the paper's): k equal contiguous chunks; chunk i draws t uniformly inside
+  cluster i, so every cluster gets B/k samples on every rank. A timestep of cluster i is drawn
+  with probability ``1 / (k w_i)``: clusters of unequal width (log-SNR or gradient objectives)
+  reweight the timesteps by ``T / (k w_i)`` against uniform.
+* **proportional**: still one contiguous chunk per cluster, but of ``n_i`` samples proportional
+  to ``w_i`` (:func:`ant.clustering.sampling.proportional_sizes`, largest remainders, at least
+  one each), so the marginal of t is uniform up to the rounding of the ``n_i``.
+* **uniform**: t uniform in 0..T-1, clusters as they fall.
+
+The per-cluster loss is ``l_i = sum_{t_b in I_i} loss_b / c_i``. For stratified and uniform
+sampling ``c_i = B / k``: with stratified sampling that is the mean over chunk i; with uniform
+sampling it weights each cluster's mean by its share of the batch, so that ``mean_i l_i`` is the
+plain batch mean. For proportional sampling ``c_i = n_i``: the losses stay the cluster means.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ant.clustering import Interval
+from ant.clustering.sampling import proportional_sizes
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,45 @@ class ClusterTable:
 def stratified_timesteps(table: ClusterTable, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Timesteps ``[B]`` with chunk i drawn uniformly in cluster i, and each sample's cluster."""
     cluster = torch.arange(batch, device=table.starts.device) // (batch // table.k)
-    offsets = torch.rand(batch, device=table.starts.device) * table.widths[cluster]
-    return table.starts[cluster] + offsets.long(), cluster
+    return chunked_timesteps(table, cluster), cluster
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Proportional chunks of a local batch split into ``parts`` micro-batches: every
+    micro-batch has ``sizes[i]`` samples of cluster i; the local batch holds cluster i's
+    ``parts * sizes[i]`` samples contiguously, and micro-batch m takes the m-th ``sizes[i]`` of
+    each."""
+
+    sizes: tuple[int, ...]
+    cluster: torch.Tensor
+    counts: torch.Tensor
+    micro: tuple[torch.Tensor, ...]
+
+    @classmethod
+    def proportional(cls, table: ClusterTable, batch: int, parts: int) -> ChunkLayout:
+        """The layout of a local batch of ``batch`` samples (built once per batch size)."""
+        device = table.starts.device
+        sizes = proportional_sizes([int(w) for w in table.widths.cpu()], batch // parts)
+        chunk = torch.tensor(sizes, device=device) * parts
+        cluster = torch.repeat_interleave(torch.arange(len(sizes), device=device), chunk)
+        first = torch.cumsum(chunk, 0) - chunk
+        micro = tuple(
+            torch.cat(
+                [
+                    torch.arange(int(start) + m * n, int(start) + (m + 1) * n, device=device)
+                    for start, n in zip(first.tolist(), sizes, strict=True)
+                ]
+            )
+            for m in range(parts)
+        )
+        return cls(tuple(sizes), cluster, chunk.to(torch.float32), micro)
+
+
+def chunked_timesteps(table: ClusterTable, cluster: torch.Tensor) -> torch.Tensor:
+    """Timesteps drawn uniformly inside each sample's cluster ``cluster`` ``[B]``."""
+    offsets = torch.rand(cluster.shape[0], device=table.starts.device) * table.widths[cluster]
+    return table.starts[cluster] + offsets.long()
 
 
 def uniform_timesteps(
@@ -57,10 +106,16 @@ def uniform_timesteps(
     return t, torch.bucketize(t, table.ends)
 
 
-def cluster_losses(per_sample: torch.Tensor, cluster: torch.Tensor, k: int) -> torch.Tensor:
-    """``l_i = (k / B) * sum of the losses of the samples in cluster i`` (shape ``[k]``)."""
+def cluster_losses(
+    per_sample: torch.Tensor, cluster: torch.Tensor, k: int, counts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``l_i = sum of the losses of the samples in cluster i / c_i`` (shape ``[k]``), with
+    ``c_i = counts[i]``, by default ``B / k`` for the ``B`` samples given."""
     totals = torch.zeros(k, dtype=per_sample.dtype, device=per_sample.device)
-    return totals.index_add(0, cluster, per_sample) * (k / per_sample.shape[0])
+    totals = totals.index_add(0, cluster, per_sample)
+    if counts is None:
+        return totals * (k / per_sample.shape[0])
+    return totals / counts.to(per_sample.dtype)
 
 
 def cluster_means(per_sample: torch.Tensor, cluster: torch.Tensor, k: int) -> torch.Tensor:
