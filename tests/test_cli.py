@@ -90,7 +90,7 @@ def test_ant_runs_lists_trained_runs_with_their_last_step_and_loss(
 
 
 def test_plugins_lists_the_options_a_recipe_can_set() -> None:
-    result = CliRunner().invoke(cli, ["plugins", "--kind", "model", "--json"])
+    result = CliRunner().invoke(cli, ["plugins", "--kind", "model", "--json", "--options"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row["options"] for row in json.loads(result.output)}
     assert "routing" in rows["DiT-L/2"].split(", ")

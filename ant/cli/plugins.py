@@ -1,5 +1,5 @@
-"""``ant plugins``: what is installed, of which kind, from which distribution, with the
-options a recipe can set for it."""
+"""``ant plugins``: what is installed, of which kind, from which distribution, and (with
+``--options``) the keys a recipe can set for it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from ant.recipe.validate import INJECTED
 COMMAND_KIND = "command"
 
 
-def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
-    """One row per registered component (and per plugin command) of ``kind`` or of every kind."""
+def plugin_rows(
+    cli: click.Group, kind: str | None, with_options: bool = False
+) -> list[dict[str, str]]:
+    """One row per registered component (and per plugin command) of ``kind`` or of every kind;
+    ``with_options`` adds the recipe options of each (importing every component to read them)."""
     rows: list[dict[str, str]] = []
     for each in sorted(KINDS):
         if kind not in (None, each):
@@ -28,7 +31,7 @@ def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
                 "name": entry.name,
                 "distribution": entry.distribution,
                 "description": entry.description,
-                "options": options(entry, each),
+                **({"options": options(entry, each)} if with_options else {}),
             }
             for entry in registry(each)
         )
@@ -42,7 +45,7 @@ def plugin_rows(cli: click.Group, kind: str | None) -> list[dict[str, str]]:
                     "name": name,
                     "distribution": providers[name],
                     "description": command.get_short_help_str(limit=80),
-                    "options": "",
+                    **({"options": ""} if with_options else {}),
                 }
             )
     return rows
@@ -64,20 +67,29 @@ def options(entry: Entry, kind: str) -> str:
     help="Only components of this kind.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--options",
+    "with_options",
+    is_flag=True,
+    help="Also list the keys a recipe can set for each component (imports every component).",
+)
 @click.pass_context
-def plugins_command(ctx: click.Context, kind: str | None, as_json: bool) -> None:
-    """List installed components: kind, name, distribution, description, recipe options."""
+def plugins_command(
+    ctx: click.Context, kind: str | None, as_json: bool, with_options: bool
+) -> None:
+    """List installed components: kind, name, distribution, description (and recipe options)."""
     root = ctx.find_root().command
     assert isinstance(root, click.Group)
-    rows = plugin_rows(root, kind)
+    rows = plugin_rows(root, kind, with_options)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    columns = ["kind", "name", "distribution", "description"] + (
+        ["options"] if with_options else []
+    )
     table = Table(title="ant plugins")
-    for column in ("kind", "name", "distribution", "description", "options"):
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(
-            *(row[key] for key in ("kind", "name", "distribution", "description")), row["options"]
-        )
+        table.add_row(*(row[key] for key in columns))
     Console().print(table)
