@@ -12,8 +12,9 @@ import torch
 
 from ant.core.errors import AntError
 from ant.models.adm import ADMUNet
-from ant.models.diffusers_dit import TIME_PROJ_FIX
+from ant.models.diffusers_dit import timestep_frequency_fix
 from ant.models.dit import DiT
+from ant.models.routing import RoutingSpec
 from ant.recipe import load_recipe
 from ant.recipe.build import build_diffusion
 from ant.sampling.export import export_diffusers, scheduler_for, transformer_for
@@ -21,7 +22,7 @@ from ant.sampling.loading import SamplingModel, load_sampling_model
 from ant.training.loop import fit
 
 from .helpers import assert_one_line_error, run_ant
-from .test_init_weights import randomize
+from .test_init_weights import randomize, tiny_dit
 from .test_latent import image_shards, latent_shards, vae_dir, write_recipe  # noqa: F401
 from .test_training import CPU_CTX, make_recipe
 
@@ -29,18 +30,7 @@ diffusers = pytest.importorskip("diffusers")
 
 
 def tiny(**options: object) -> DiT:
-    settings: dict[str, object] = dict(
-        input_size=8,
-        patch_size=2,
-        in_channels=4,
-        hidden_size=64,
-        depth=2,
-        num_heads=4,
-        num_classes=10,
-        class_dropout=0.1,
-        learn_sigma=True,
-    )
-    return randomize(DiT(**(settings | options)))  # type: ignore[arg-type, return-value]
+    return randomize(tiny_dit(**options))  # type: ignore[return-value]
 
 
 def outputs(
@@ -80,7 +70,7 @@ def test_the_paper_frequencies_need_the_one_line_fix() -> None:
     ours, stock = outputs(model, transformer, 10)
     deviation = float((stock - ours).norm() / ours.norm())
     assert deviation > 0.05, "diffusers' shift-1 frequencies change the output"
-    exec(TIME_PROJ_FIX, {"transformer": transformer})
+    exec(timestep_frequency_fix(0.0), {"transformer": transformer})
     ours, fixed = outputs(model, transformer, 10, torch.float64)
     torch.testing.assert_close(fixed, ours, atol=1e-6, rtol=1e-5)
 
@@ -168,3 +158,19 @@ def test_an_adm_is_refused_in_one_line(tmp_path: Path, digits_shards: Path) -> N
     with pytest.raises(AntError, match="not a DiT; the ADM U-Net has no exact diffusers"):
         export_diffusers(loaded, tmp_path / "out", "run", overwrite=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_routed_dit_and_a_file_as_folder_are_refused_in_one_line(
+    tmp_path: Path, digits_shards: Path
+) -> None:
+    recipe = make_recipe(tmp_path, digits_shards)
+    routed = tiny(in_channels=1, routing=RoutingSpec(0.8, 4.0, 1000))
+    loaded = SamplingModel(routed, build_diffusion(recipe), recipe, 0, "EMA")
+    with pytest.raises(AntError, match=r"trained with model\.routing"):
+        export_diffusers(loaded, tmp_path / "out", "run", overwrite=False)
+    assert not (tmp_path / "out").exists()
+    plain = SamplingModel(tiny(in_channels=1), build_diffusion(recipe), recipe, 0, "EMA")
+    file = tmp_path / "a-file"
+    file.write_text("")
+    with pytest.raises(AntError, match="is a file: give a folder"):
+        export_diffusers(plain, file, "run", overwrite=True)

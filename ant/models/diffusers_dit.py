@@ -6,7 +6,7 @@ here or by the caller:
 * **the timestep frequencies**: diffusers fixes ``downscale_freq_shift = 1``, frequencies
   ``10000^(-k/127)`` where DiT has ``10000^(-k/128)``. No change of weights undoes that, so only
   a DiT trained with ``freq_shift = 1`` exports exactly; for the paper's embedding
-  :data:`TIME_PROJ_FIX` is the one line that makes a loaded transformer exact.
+  :func:`timestep_frequency_fix` is the one line that makes a loaded transformer exact.
 * **one embedder per block**: every block's ``norm1.emb`` holds its own copy of the timestep
   MLP and the label table (the final layer reads the first block's), so ant's one embedder is
   copied into each.
@@ -28,11 +28,15 @@ import torch
 
 from ant.models.dit import DiT
 
-TIME_PROJ_FIX = (
-    "for block in transformer.transformer_blocks: "
-    "block.norm1.emb.time_proj.downscale_freq_shift = 0"
-)
-"""Python that gives a loaded transformer the paper's timestep frequencies (diffusers' shift 0)."""
+
+def timestep_frequency_fix(shift: float) -> str:
+    """Python that gives a loaded transformer the timestep frequencies of a DiT trained with
+    ``freq_shift = shift`` (diffusers' ``downscale_freq_shift``)."""
+    return (
+        "for block in transformer.transformer_blocks: "
+        f"block.norm1.emb.time_proj.downscale_freq_shift = {shift:g}"
+    )
+
 
 DIFFUSERS_SHIFT = 1.0
 

@@ -26,9 +26,9 @@ from ant.core.errors import AntError
 from ant.diffusion import GaussianDiffusion
 from ant.models.diffusers_dit import (
     DIFFUSERS_SHIFT,
-    TIME_PROJ_FIX,
     diffusers_dit_config,
     dit_to_diffusers_state,
+    timestep_frequency_fix,
 )
 from ant.models.dit import DiT
 from ant.recipe import Recipe
@@ -89,6 +89,14 @@ def export_diffusers(loaded: SamplingModel, out: Path, source: str, overwrite: b
             "has no exact diffusers counterpart in this ant (UNet2DModel names and orders its "
             "blocks otherwise and is not mapped), so it is not exported"
         )
+    if model.routing is not None:
+        raise AntError(
+            "ant export --to diffusers: this DiT was trained with model.routing (DTR), which "
+            "diffusers' DiTTransformer2DModel does not have, so its export would compute "
+            "another function: it is not exported"
+        )
+    if out.exists() and not out.is_dir():
+        raise AntError(f"{out} is a file: give a folder to export to")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise AntError(f"{out} is not empty: pass --overwrite, or another folder")
     vae = recipe_vae(recipe, "cpu")
@@ -101,6 +109,7 @@ def export_diffusers(loaded: SamplingModel, out: Path, source: str, overwrite: b
     scheduler = scheduler_for(loaded.diffusion, recipe)
     out.mkdir(parents=True, exist_ok=True)
     exact = model.t_embedder.shift == DIFFUSERS_SHIFT
+    fix = timestep_frequency_fix(model.t_embedder.shift)
     if vae is not None:
         autoencoder: Any = vae.autoencoder.float()
         autoencoder.register_to_config(scaling_factor=vae.scale)
@@ -125,7 +134,7 @@ def export_diffusers(loaded: SamplingModel, out: Path, source: str, overwrite: b
         "scheduler": type(scheduler).__name__,
         "vae": vae.name if vae is not None else None,
         "exact": exact,
-        "timestep_frequency_fix": None if exact else TIME_PROJ_FIX,
+        "timestep_frequency_fix": None if exact else fix,
     }
     with atomic_write(out / MANIFEST, text=True) as handle:
         handle.write(json.dumps(manifest, indent=2) + "\n")
@@ -133,7 +142,7 @@ def export_diffusers(loaded: SamplingModel, out: Path, source: str, overwrite: b
     if not exact:
         lines.append(
             "note: diffusers' DiT embeds timesteps with other frequencies than this model was "
-            f"trained with; after loading, run `{TIME_PROJ_FIX}` for outputs equal to ant's "
+            f"trained with; after loading, run `{fix}` for outputs equal to ant's "
             "(or train with model.freq_shift=1 for an export that needs none)"
         )
     if model.num_classes != 1000 and vae is not None:
