@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ant.core.errors import AntError
 from ant.diffusion import GaussianDiffusion
 from ant.diffusion.samplers import sample
 from ant.models.dit import DiT
@@ -19,6 +20,7 @@ from ant.training.loop import fit
 from ant.training.step import Batch
 
 from .helpers import assert_one_line_error, run_ant
+from .test_init_weights import tiny_dit
 from .test_methods_training import _batch, _step
 from .test_methods_training import make_recipe as method_recipe
 from .test_training import CPU_CTX, make_recipe
@@ -27,17 +29,7 @@ from .test_training_grouped import _perturbed
 
 def micro(routing: RoutingSpec | None = None, seed: int = 0) -> DiT:
     torch.manual_seed(seed)
-    model = DiT(
-        input_size=8,
-        patch_size=2,
-        in_channels=1,
-        hidden_size=64,
-        depth=2,
-        num_heads=4,
-        num_classes=10,
-        routing=routing,
-    )
-    return _perturbed(model).eval()  # type: ignore[return-value]
+    return _perturbed(tiny_dit(in_channels=1, routing=routing)).eval()  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(("channels", "ratio"), [(64, 0.8), (1152, 0.8), (100, 0.33), (7, 0.5)])
@@ -150,7 +142,7 @@ def test_routing_composes_with_grouped_and_vmap_cluster_gradients(tmp_path: Path
         assert float((rows[mode] - reference).abs().max()) <= 1e-5 * scale, mode
 
 
-def test_a_routed_run_trains_resumes_and_samples(tmp_path: Path, digits_shards: Path) -> None:
+def test_a_routed_run_trains_loads_and_samples(tmp_path: Path, digits_shards: Path) -> None:
     run = tmp_path / "run"
     recipe = make_recipe(tmp_path, digits_shards, "train.steps=4", "model.routing.ratio=0.8")
     assert recipe.model.routing is not None and recipe.model.routing.alpha == 4.0
@@ -182,5 +174,5 @@ def test_the_recipe_builds_the_masks_for_its_timesteps(tmp_path: Path, digits_sh
     model = build_model(recipe)
     assert isinstance(model, DiT) and model.routing is not None
     assert model.routing.masks.shape == (50, model.pos_embed.shape[-1])
-    with pytest.raises(Exception, match="ratio"):
+    with pytest.raises(AntError, match="ratio"):
         make_recipe(tmp_path, digits_shards, "model.routing.ratio=1.5")

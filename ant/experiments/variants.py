@@ -44,28 +44,23 @@ def method_objective(method: str, objective: str) -> tuple[str, ...]:
 DTR = ("model.routing.ratio=0.8", "model.routing.alpha=4.0")
 """Denoising Task Routing as released (Park et al. 2024): 80% of the channels, alpha 4."""
 
-MINSNR = ("weighting.name=minsnr", "weighting.gamma=5.0")
+MINSNR = (
+    "method.name=vanilla",
+    "weighting.name=minsnr",
+    "weighting.gamma=5.0",
+    "clustering.objective=timestep",
+    f"clustering.k={K}",
+)
+"""Min-SNR-5 weighting (Hang et al. 2023) inside plain vanilla training: the paper's baseline."""
 
 CATALOGUE: dict[str, tuple[str, ...]] = {
     # Vanilla draws timesteps uniformly and averages the clusters plainly; the clusters only
     # label its per-cluster losses in metrics.jsonl.
     "vanilla": method_objective("vanilla", "timestep"),
-    # Min-SNR-5 weighting (Hang et al. 2023) inside plain vanilla training: the paper's baseline.
-    "minsnr": (
-        "method.name=vanilla",
-        *MINSNR,
-        "clustering.objective=timestep",
-        f"clustering.k={K}",
-    ),
+    "minsnr": MINSNR,
     # Denoising Task Routing (Park et al. 2024) alone, with Min-SNR, and with ANT-UW.
     "dtr": (*method_objective("vanilla", "timestep"), *DTR),
-    "minsnr-dtr": (
-        "method.name=vanilla",
-        *MINSNR,
-        "clustering.objective=timestep",
-        f"clustering.k={K}",
-        *DTR,
-    ),
+    "minsnr-dtr": (*MINSNR, *DTR),
     "uw-timestep-dtr": (*method_objective("uw", "timestep"), *DTR),
     "uw-timestep": method_objective("uw", "timestep"),
     # Unequal clusters: stratified sampling (the paper's) reweights the timesteps by

@@ -71,15 +71,15 @@ class ChunkLayout:
     def proportional(cls, table: ClusterTable, batch: int, parts: int) -> ChunkLayout:
         """The layout of a local batch of ``batch`` samples (built once per batch size)."""
         device = table.starts.device
-        sizes = proportional_sizes([int(w) for w in table.widths.cpu()], batch // parts)
+        sizes = proportional_sizes(table.widths.tolist(), batch // parts)
         chunk = torch.tensor(sizes, device=device) * parts
         cluster = torch.repeat_interleave(torch.arange(len(sizes), device=device), chunk)
-        first = torch.cumsum(chunk, 0) - chunk
+        first = [parts * sum(sizes[:i]) for i in range(len(sizes))]
         micro = tuple(
             torch.cat(
                 [
-                    torch.arange(int(start) + m * n, int(start) + (m + 1) * n, device=device)
-                    for start, n in zip(first.tolist(), sizes, strict=True)
+                    torch.arange(start + m * n, start + (m + 1) * n, device=device)
+                    for start, n in zip(first, sizes, strict=True)
                 ]
             )
             for m in range(parts)
